@@ -1,0 +1,223 @@
+"""The shared HookedLALM interface: one wrapper over any adapter-described audio-language model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import PatchlabError
+from ..regions import Regions
+
+
+@dataclass
+class Batch:
+    """Model inputs for rows of equal token length, with each row's token-region map."""
+
+    tensors: dict[str, torch.Tensor]
+    regions: list[Regions]
+    meta: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.regions)
+
+    @property
+    def length(self) -> int:
+        return self.regions[0].length
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Batch":
+        """Move tensors to a device; floating tensors (audio features) also to `dtype` when given."""
+        out = {}
+        for k, v in self.tensors.items():
+            v = v.to(device)
+            out[k] = v.to(dtype) if dtype is not None and v.is_floating_point() else v
+        return replace(self, tensors=out)
+
+    def repeat(self, n: int) -> "Batch":
+        """The same rows n times over (row order: all rows, then all rows again), for batching patches."""
+        return Batch({k: torch.cat([v] * n) for k, v in self.tensors.items()}, self.regions * n, self.meta * n)
+
+    @staticmethod
+    def stack(batches: list["Batch"]) -> "Batch":
+        """Concatenate batches whose rows all have the same token length and feature shapes."""
+        lengths = {b.length for b in batches}
+        if len(lengths) != 1:
+            raise PatchlabError(
+                f"cannot stack inputs of different token lengths {sorted(lengths)}",
+                "batch samples of equal length, or run them one at a time",
+            )
+        keys = batches[0].tensors.keys()
+        tensors = {k: torch.cat([b.tensors[k] for b in batches]) for k in keys}
+        return Batch(tensors, [r for b in batches for r in b.regions], [m for b in batches for m in b.meta])
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the user turn says after the audio, and what the assistant turn already starts with."""
+
+    instruction: str = ""
+    prefix: str = ""
+
+
+class Adapter:
+    """Everything family-specific: where the decoder is, how to build inputs, how to make a tiny config.
+
+    The defaults fit decoders laid out as `model.model.language_model.{layers,norm}` + `model.lm_head`
+    with Llama/Qwen2-style layers (`self_attn`, `post_attention_layernorm`, `mlp`, `self_attn.o_proj`).
+    """
+
+    family: str = ""
+    model_types: tuple[str, ...] = ()
+    description: str = ""
+    sampling_rate: int = 16000
+
+    model_class_name: str = ""
+
+    def model_class(self) -> type:
+        import transformers
+
+        return getattr(transformers, self.model_class_name)
+
+    def load_processor(self, path: str) -> Any:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path)
+
+    # decoder layout
+    def decoder(self, model: nn.Module) -> nn.Module:
+        return model.model.language_model
+
+    def lm_head(self, model: nn.Module) -> nn.Module:
+        return model.lm_head
+
+    def text_config(self, model: nn.Module):
+        return model.config.text_config
+
+    def residual_multiplier(self, model: nn.Module) -> float:
+        return float(getattr(self.text_config(model), "residual_multiplier", 1.0) or 1.0)
+
+    def logits_scale(self, model: nn.Module) -> float:
+        """Factor the head's output is multiplied by (Granite divides by logits_scaling)."""
+        return 1.0
+
+    # inputs
+    def audio_token_id(self, model: nn.Module, processor: Any) -> int:
+        return int(model.config.audio_token_id)
+
+    def chat_text(self, prompt: Prompt) -> str:
+        """The full prompt text with the family's single audio placeholder, before expansion."""
+        raise NotImplementedError
+
+    def process(self, processor: Any, text: str, audio: np.ndarray, sampling_rate: int) -> dict[str, torch.Tensor]:
+        """Run the family's real processor on one (prompt text, waveform)."""
+        out = processor(text=text, audio=audio, sampling_rate=sampling_rate, return_tensors="pt")
+        return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+
+    def special_ids(self, processor: Any) -> set[int]:
+        tok = processor.tokenizer
+        ids = set(tok.all_special_ids)
+        ids.update(getattr(tok, "added_tokens_decoder", {}).keys())
+        return ids
+
+    # tiny random checkpoints
+    special_tokens: tuple[str, ...] = ()
+    extra_tokenizer_attrs: dict[str, str] = {}
+    tiny_eos: str = "<|endoftext|>"
+
+    def tiny(self, tokenizer: Any, out_dir: str) -> None:
+        """Write a tiny random-weight checkpoint and processor of this family to `out_dir`."""
+        raise NotImplementedError
+
+
+class HookedLALM:
+    """A loaded audio-language model with its processor, decoder handles and token-region maps."""
+
+    def __init__(self, model: nn.Module, processor: Any, adapter: Adapter, source: str = "") -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.adapter = adapter
+        self.source = source
+        self.decoder = adapter.decoder(model)
+        self.layers: nn.ModuleList = self.decoder.layers
+        self.final_norm: nn.Module = self.decoder.norm
+        self.lm_head: nn.Module = adapter.lm_head(model)
+        self.n_layers = len(self.layers)
+        self.d_model = int(self.lm_head.weight.shape[1])
+        self.residual_multiplier = adapter.residual_multiplier(model)
+        self._logits_scale = adapter.logits_scale(model)
+        self.audio_token_id = adapter.audio_token_id(model, processor)
+        self._special = adapter.special_ids(processor)
+        tc = adapter.text_config(model)
+        self.n_heads = int(tc.num_attention_heads)
+        self.d_head = int(getattr(tc, "head_dim", None) or self.d_model // self.n_heads)
+
+    @property
+    def family(self) -> str:
+        return self.adapter.family
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor.tokenizer
+
+    @property
+    def sampling_rate(self) -> int:
+        fe = getattr(self.processor, "feature_extractor", None) or getattr(self.processor, "audio_processor", None)
+        return int(getattr(fe, "sampling_rate", self.adapter.sampling_rate))
+
+    @property
+    def is_random(self) -> bool:
+        """True for checkpoints patchlab made with random weights (plumbing tests only)."""
+        return bool(getattr(self.model.config, "patchlab_random_weights", False))
+
+    def prepare(self, audio: np.ndarray, sampling_rate: int, prompt: Prompt | str, **meta: Any) -> Batch:
+        """Turn one (waveform, sample rate, prompt) into model inputs and a token-region map."""
+        if isinstance(prompt, str):
+            prompt = Prompt(instruction=prompt)
+        if sampling_rate != self.sampling_rate:
+            raise PatchlabError(
+                f"audio at {sampling_rate} Hz given to a processor that expects {self.sampling_rate} Hz",
+                "load audio with patchlab.data.load_audio(path, rate=model.sampling_rate) to resample it",
+            )
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1 or audio.size == 0:
+            raise PatchlabError(
+                f"audio must be a non-empty mono waveform, got shape {audio.shape}",
+                "mix channels to mono and skip empty clips (patchlab.data.load_audio does both checks)",
+            )
+        tensors = self.adapter.process(self.processor, self.adapter.chat_text(prompt), audio, sampling_rate)
+        regions = Regions.from_ids(tensors["input_ids"][0], self.audio_token_id, self._special)
+        return Batch(tensors, [regions], [dict(meta)])
+
+    def token_id(self, text: str) -> int:
+        """The first sub-token of a verbalization (what the logit lens reads for a label)."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if not ids:
+            raise PatchlabError(f"label verbalization {text!r} encodes to no token", "give a non-empty label")
+        return int(ids[0])
+
+    @torch.no_grad()
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Plain model forward; returns logits (batch, positions, vocab)."""
+        return self.model(**batch.to(self.device, self.dtype).tensors, use_cache=False).logits
+
+    def unembed(self, resid: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logit lens: final norm then the head (optionally only vocabulary `rows`), as the model does it."""
+        h = self.final_norm(resid.to(self.dtype))
+        w = self.lm_head.weight if rows is None else self.lm_head.weight[rows]
+        b = getattr(self.lm_head, "bias", None)
+        out = h @ w.T
+        if b is not None:
+            out = out + (b if rows is None else b[rows])
+        return out * self._logits_scale
