@@ -29,7 +29,7 @@ class Regions:
         return tuple(range(self.length))
 
     @classmethod
-    def from_ids(cls, input_ids: torch.Tensor, audio_token_id: int, special_ids: set[int]) -> "Regions":
+    def from_ids(cls, input_ids: torch.Tensor, audio_token_id: int, special_ids: set[int]) -> Regions:
         """Build the map from one row of token ids: audio placeholders, special markers, the rest is text."""
         ids = input_ids.tolist()
         audio = tuple(i for i, t in enumerate(ids) if t == audio_token_id)
@@ -57,13 +57,16 @@ class Regions:
                 out.append((f"audio-{b * 100 // audio_bins:02d}%", self.audio[lo:hi]))
         return out
 
-    def check_aligned(self, other: "Regions", what: str = "clean and corrupted runs") -> None:
+    def check_aligned(self, other: Regions, what: str = "clean and corrupted runs") -> None:
         """Raise a clear error unless two runs have the same length and the same regions."""
         for name in ("length", "audio", "text", "special"):
             if getattr(self, name) != getattr(other, name):
                 mine, theirs = getattr(self, name), getattr(other, name)
                 if name != "length":
-                    mine, theirs = f"{len(mine)} positions from {mine[:1]}", f"{len(theirs)} positions from {theirs[:1]}"
+                    mine, theirs = (
+                        f"{len(mine)} positions from {mine[:1]}",
+                        f"{len(theirs)} positions from {theirs[:1]}",
+                    )
                 raise PatchlabError(
                     f"{what} have token regions that do not line up: {name} is {mine} vs {theirs}",
                     "corrupt with a clip of the same duration (patchlab.corrupt fits swapped audio to the clean "

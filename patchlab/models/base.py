@@ -29,7 +29,7 @@ class Batch:
     def length(self) -> int:
         return self.regions[0].length
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Batch":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
         """Move tensors to a device; floating tensors (audio features) also to `dtype` when given."""
         out = {}
         for k, v in self.tensors.items():
@@ -37,12 +37,12 @@ class Batch:
             out[k] = v.to(dtype) if dtype is not None and v.is_floating_point() else v
         return replace(self, tensors=out)
 
-    def repeat(self, n: int) -> "Batch":
+    def repeat(self, n: int) -> Batch:
         """The same rows n times over (row order: all rows, then all rows again), for batching patches."""
         return Batch({k: torch.cat([v] * n) for k, v in self.tensors.items()}, self.regions * n, self.meta * n)
 
     @staticmethod
-    def stack(batches: list["Batch"]) -> "Batch":
+    def stack(batches: list[Batch]) -> Batch:
         """Concatenate batches whose rows all have the same token length and feature shapes."""
         lengths = {b.length for b in batches}
         if len(lengths) != 1:

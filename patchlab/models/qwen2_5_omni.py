@@ -19,13 +19,24 @@ class Qwen25OmniAdapter(Adapter):
     model_types = ("qwen2_5_omni_thinker", "qwen2_5_omni")
     description = "Qwen2.5-Omni Thinker (audio in, text out): 25 audio tokens per second, 3-D rotary positions"
     special_tokens = (
-        "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>",
-        "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|AUDIO|>",
+        "<|audio_bos|>",
+        "<|audio_eos|>",
+        "<|IMAGE|>",
+        "<|VIDEO|>",
+        "<|vision_bos|>",
+        "<|vision_eos|>",
     )
     extra_tokenizer_attrs = {
-        "audio_token": "<|AUDIO|>", "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>",
-        "image_token": "<|IMAGE|>", "video_token": "<|VIDEO|>",
-        "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
+        "audio_token": "<|AUDIO|>",
+        "audio_bos_token": "<|audio_bos|>",
+        "audio_eos_token": "<|audio_eos|>",
+        "image_token": "<|IMAGE|>",
+        "video_token": "<|VIDEO|>",
+        "vision_bos_token": "<|vision_bos|>",
+        "vision_eos_token": "<|vision_eos|>",
     }
 
     def audio_token_id(self, model: nn.Module, processor: Any) -> int:
@@ -76,11 +87,21 @@ class Qwen25OmniAdapter(Adapter):
         )
 
         ids = {t: tokenizer.convert_tokens_to_ids(t) for t in self.special_tokens}
-        text = dict(TINY_TEXT, vocab_size=len(tokenizer), rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
+        text = dict(
+            TINY_TEXT,
+            vocab_size=len(tokenizer),
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        )
         cfg = Qwen2_5OmniThinkerConfig(
             audio_config=dict(
-                d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
-                num_mel_bins=128, max_source_positions=1500, output_dim=64, n_window=100,
+                d_model=32,
+                encoder_layers=2,
+                encoder_attention_heads=2,
+                encoder_ffn_dim=64,
+                num_mel_bins=128,
+                max_source_positions=1500,
+                output_dim=64,
+                n_window=100,
             ),
             vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64),
             text_config=text,

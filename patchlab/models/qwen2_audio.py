@@ -14,7 +14,11 @@ class Qwen2AudioAdapter(Adapter):
     model_types = ("qwen2_audio",)
     description = "Qwen2-Audio(-Instruct): 25 audio tokens per second, up to 750 (30 s)"
     special_tokens = ("<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
-    extra_tokenizer_attrs = {"audio_token": "<|AUDIO|>", "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>"}
+    extra_tokenizer_attrs = {
+        "audio_token": "<|AUDIO|>",
+        "audio_bos_token": "<|audio_bos|>",
+        "audio_eos_token": "<|audio_eos|>",
+    }
 
     def chat_text(self, prompt: Prompt) -> str:
         return (
@@ -24,8 +28,12 @@ class Qwen2AudioAdapter(Adapter):
         )
 
     def tiny(self, tokenizer: Any, out_dir: str) -> None:
-        from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
-        from transformers import WhisperFeatureExtractor
+        from transformers import (
+            Qwen2AudioConfig,
+            Qwen2AudioForConditionalGeneration,
+            Qwen2AudioProcessor,
+            WhisperFeatureExtractor,
+        )
 
         cfg = Qwen2AudioConfig(
             audio_config=dict(TINY_WHISPER),

@@ -9,16 +9,21 @@ from typing import Any
 import torch
 
 from ..errors import PatchlabError
-from .base import Adapter, HookedLALM
 from .audioflamingo3 import AudioFlamingo3Adapter
+from .base import Adapter, HookedLALM
 from .granite_speech import GraniteSpeechAdapter
 from .qwen2_5_omni import Qwen25OmniAdapter
 from .qwen2_audio import Qwen2AudioAdapter
 from .voxtral import VoxtralAdapter
 
 ADAPTERS: dict[str, Adapter] = {
-    a.family: a for a in (
-        Qwen2AudioAdapter(), VoxtralAdapter(), AudioFlamingo3Adapter(), Qwen25OmniAdapter(), GraniteSpeechAdapter()
+    a.family: a
+    for a in (
+        Qwen2AudioAdapter(),
+        VoxtralAdapter(),
+        AudioFlamingo3Adapter(),
+        Qwen25OmniAdapter(),
+        GraniteSpeechAdapter(),
     )
 }
 

@@ -51,7 +51,10 @@ def tiny_tokenizer(special_tokens: tuple[str, ...], extra_attrs: dict[str, str],
     tok.decoder = decoders.ByteLevel()
     specials = list(dict.fromkeys([eos, *special_tokens]))
     trainer = trainers.BpeTrainer(
-        vocab_size=700, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=700,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=eos, extra_special_tokens=extra_attrs)

@@ -47,7 +47,9 @@ class VoxtralAdapter(Adapter):
 
     def _mistral_process(self, processor: Any, text: str, audio: np.ndarray, sampling_rate: int) -> dict:
         instruction, prefix = text.split(AUDIO, 1)[1].split("[/INST]", 1)
-        conversation = [{"role": "user", "content": [{"type": "audio", "audio": audio}, {"type": "text", "text": instruction}]}]
+        conversation = [
+            {"role": "user", "content": [{"type": "audio", "audio": audio}, {"type": "text", "text": instruction}]}
+        ]
         if prefix:
             conversation.append({"role": "assistant", "content": prefix})
         out = processor.apply_chat_template(conversation, continue_final_message=bool(prefix), return_tensors="pt")
@@ -58,8 +60,13 @@ class VoxtralAdapter(Adapter):
 
         cfg = VoxtralConfig(
             audio_config=dict(
-                hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                num_mel_bins=128, max_source_positions=1500, vocab_size=64,
+                hidden_size=32,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_mel_bins=128,
+                max_source_positions=1500,
+                vocab_size=64,
             ),
             text_config=dict(model_type="llama", vocab_size=len(tokenizer), head_dim=16, **TINY_TEXT),
             audio_token_id=tokenizer.convert_tokens_to_ids(AUDIO),
@@ -84,5 +91,6 @@ class VoxtralAdapter(Adapter):
         except (ImportError, OSError, ValueError, TypeError, AttributeError):
             pass
         return SimpleNamespace(
-            feature_extractor=WhisperFeatureExtractor.from_pretrained(path), tokenizer=AutoTokenizer.from_pretrained(path)
+            feature_extractor=WhisperFeatureExtractor.from_pretrained(path),
+            tokenizer=AutoTokenizer.from_pretrained(path),
         )

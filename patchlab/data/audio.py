@@ -1,0 +1,44 @@
+"""Audio I/O: read a clip as mono float32 at the model's sample rate, with clear errors for bad files."""
+
+from __future__ import annotations
+
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from ..errors import PatchlabError
+
+
+def load_audio(path: str | Path, rate: int = 16000, max_seconds: float | None = None) -> np.ndarray:
+    """Read `path` (WAV/FLAC/OGG), mix channels to mono, resample to `rate`; refuse missing, unreadable, empty clips."""
+    path = Path(path)
+    if not path.exists():
+        raise PatchlabError(f"audio file {path} does not exist", "check the `file` column of metadata.csv")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise PatchlabError(
+            f"audio file {path} cannot be read ({e})", "re-encode it as 16-bit WAV or FLAC, or drop it from metadata"
+        ) from e
+    if data.size == 0 or data.shape[0] == 0:
+        raise PatchlabError(f"audio file {path} is empty (0 samples)", "remove the clip or replace it with real audio")
+    wave = data.mean(axis=1)
+    if sr != rate:
+        g = gcd(int(sr), int(rate))
+        wave = resample_poly(wave, rate // g, int(sr) // g).astype(np.float32)
+    if max_seconds is not None and wave.shape[0] > max_seconds * rate:
+        raise PatchlabError(
+            f"audio file {path} lasts {wave.shape[0] / rate:.1f} s, longer than the model's {max_seconds:.0f} s window",
+            "trim the clip (e.g. `sox in.wav out.wav trim 0 30`) or use a model with a longer window",
+        )
+    return wave
+
+
+def fit_length(wave: np.ndarray, n: int) -> np.ndarray:
+    """Crop or zero-pad a waveform to exactly n samples (so two clips give the same number of audio tokens)."""
+    if wave.shape[0] >= n:
+        return wave[:n].copy()
+    return np.concatenate([wave, np.zeros(n - wave.shape[0], dtype=wave.dtype)])

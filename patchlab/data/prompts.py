@@ -1,0 +1,67 @@
+"""Prompt formats (direct, question-answer, multiple-choice) and the label set read by the logit lens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import PatchlabError
+from ..models.base import HookedLALM, Prompt
+from .sakura import Sample
+
+FORMATS = ("direct", "qa", "mc")
+_ATTRIBUTE = {
+    "Gender": ("gender", "The speaker's gender is"),
+    "Language": ("language", "The language spoken is"),
+    "Emotion": ("emotion", "The speaker's emotion is"),
+    "Animal": ("animal", "The animal making this sound is a"),
+}
+
+
+def _attribute(track: str) -> tuple[str, str]:
+    return _ATTRIBUTE.get(track, (track.lower(), f"The {track.lower()} is"))
+
+
+def build_prompt(sample: Sample, fmt: str) -> Prompt:
+    """The prompt for a sample: direct continuation, a question, or SAKURA's multiple-choice question."""
+    name, direct = _attribute(sample.track)
+    if fmt == "direct":
+        return Prompt(instruction="", prefix=direct)
+    if fmt == "qa":
+        return Prompt(instruction=f"What is the {name} in this audio? Answer in one word.", prefix="")
+    if fmt == "mc":
+        return Prompt(instruction=f"{sample.question} Answer with the option's text only.", prefix="")
+    raise PatchlabError(f"unknown prompt format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+
+
+def verbalize(label: str, fmt: str) -> str:
+    """How a label is written where the answer starts: ' female' after a direct prefix, 'Female' at a new turn."""
+    return f" {label}" if fmt == "direct" else label[:1].upper() + label[1:]
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """The labels of a track and the first sub-token id of each verbalization (what the lens reads)."""
+
+    labels: tuple[str, ...]
+    token_ids: tuple[int, ...]
+    verbalizations: tuple[str, ...]
+
+    def index(self, label: str) -> int:
+        return self.labels.index(label)
+
+
+def label_set(lalm: HookedLALM, labels: list[str], fmt: str) -> LabelSet:
+    """First sub-token of each label's verbalization; two labels that share it get a clear error."""
+    labels = sorted(dict.fromkeys(labels))
+    verbs = [verbalize(la, fmt) for la in labels]
+    ids = [lalm.token_id(v) for v in verbs]
+    seen: dict[int, str] = {}
+    for la, v, t in zip(labels, verbs, ids):
+        if t in seen:
+            tok = lalm.tokenizer.convert_ids_to_tokens(t)
+            raise PatchlabError(
+                f"labels {seen[t]!r} and {la!r} share their first sub-token {tok!r} (id {t}) in format {fmt!r}",
+                "use another prompt format or relabel one option so each starts with its own token",
+            )
+        seen[t] = la
+    return LabelSet(tuple(labels), tuple(ids), tuple(verbs))

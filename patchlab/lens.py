@@ -1,0 +1,136 @@
+"""Logit lens (AudioLens): label-set logits at every (layer, position), information scores, critical layers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .data import LabelSet, Sample, build_prompt, label_set, load_audio
+from .errors import PatchlabError
+from .hooks import hooked
+from .models.base import Batch, HookedLALM
+
+WEIGHTS = ("excess", "score")
+
+
+def lens_logits(lalm: HookedLALM, batch: Batch, token_ids: Sequence[int] | None = None) -> torch.Tensor:
+    """Residual stream after each layer through the final norm and unembedding, in one forward.
+
+    Returns (layers, batch, positions, vocab) or, with `token_ids`, only those vocabulary columns.
+    The last layer's row equals the model's own logits (transformers applies the final norm once, as here).
+    """
+    rows = None if token_ids is None else torch.tensor(list(token_ids), device=lalm.device)
+    out: list[torch.Tensor | None] = [None] * lalm.n_layers
+    reads = {
+        ("resid_post", la): (lambda h, la=la: out.__setitem__(la, lalm.unembed(h, rows).float().cpu()))
+        for la in range(lalm.n_layers)
+    }
+    with torch.no_grad(), hooked(lalm, reads=reads):
+        lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=False)
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+def chance_threshold(n_labels: int, alpha: float = 0.2) -> float:
+    """tau = (1 + alpha) / |Y|: scores at or below it count as chance."""
+    return (1.0 + alpha) / n_labels
+
+
+def critical_layer(scores: Sequence[float], n_labels: int, alpha: float = 0.2, weight: str = "excess") -> float:
+    """AudioLens' critical layer: mean layer index weighted by how far each layer's score exceeds chance.
+
+    weight='excess' uses I - tau, weight='score' uses I, both zero at or below tau. NaN if no layer exceeds tau.
+    """
+    if weight not in WEIGHTS:
+        raise PatchlabError(f"unknown critical-layer weight {weight!r}", f"use one of {', '.join(WEIGHTS)}")
+    s = np.asarray(scores, dtype=float)
+    tau = chance_threshold(n_labels, alpha)
+    above = s > tau
+    w = np.where(above, s - tau if weight == "excess" else s, 0.0)
+    if w.sum() <= 0:
+        return float("nan")
+    return float((np.arange(len(s)) * w).sum() / w.sum())
+
+
+@dataclass
+class LensResult:
+    """Information scores (tidy: layer, position, score), per-sample correctness, accuracy, critical layers."""
+
+    scores: pd.DataFrame
+    per_sample: pd.DataFrame
+    labels: LabelSet
+    accuracy: float
+    critical_layers: dict[str, float]
+    n_layers: int
+    alpha: float
+    weight: str
+    meta: dict = field(default_factory=dict)
+
+    def matrix(self) -> pd.DataFrame:
+        """Scores as a layers x positions table (position columns in address order)."""
+        order = list(dict.fromkeys(self.scores["position"]))
+        return self.scores.pivot(index="layer", columns="position", values="score")[order]
+
+    def summary(self) -> dict:
+        return {
+            "accuracy": self.accuracy,
+            "critical_layer": self.critical_layers.get("final"),
+            "critical_layers": self.critical_layers,
+            "labels": list(self.labels.labels),
+            "label_tokens": list(self.labels.verbalizations),
+            "chance_threshold": chance_threshold(len(self.labels.labels), self.alpha),
+            "alpha": self.alpha,
+            "weight": self.weight,
+            "n_samples": int(self.per_sample["sample"].nunique()),
+            "n_layers": self.n_layers,
+            **self.meta,
+        }
+
+
+def sample_lens(lalm: HookedLALM, batch: Batch, labels: LabelSet, last_text: int, audio_bins: int) -> list[dict]:
+    """Correctness of argmax over the label set at each (layer, position group) for one prepared sample."""
+    logits = lens_logits(lalm, batch, labels.token_ids)[:, 0]  # (layers, positions, |Y|)
+    truth = labels.index(batch.meta[0]["label"])
+    correct = (logits.argmax(-1) == truth).float()
+    rows = []
+    for name, pos in batch.regions[0].addresses(last_text, audio_bins):
+        acc = correct[:, list(pos)].mean(1)
+        for la in range(lalm.n_layers):
+            rows.append({"sample": batch.meta[0]["id"], "layer": la, "position": name, "correct": float(acc[la])})
+    return rows
+
+
+def lens(
+    lalm: HookedLALM,
+    samples: Sequence[Sample],
+    fmt: str = "direct",
+    last_text: int = 5,
+    audio_bins: int = 10,
+    alpha: float = 0.2,
+    weight: str = "excess",
+    labels: Sequence[str] | None = None,
+    progress: bool = True,
+) -> LensResult:
+    """Run the logit lens over a dataset: information score I(l, i) = accuracy of argmax over the label set."""
+    if not samples:
+        raise PatchlabError("no samples to run the lens on", "check --data/--track/--limit")
+    ls = label_set(lalm, list(labels or {s.label for s in samples}), fmt)
+    rows = []
+    for s in tqdm(samples, desc="logit lens", disable=not progress, unit="clip"):
+        wave = load_audio(s.path, lalm.sampling_rate)
+        batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(s, fmt), id=s.id, label=s.label)
+        rows += sample_lens(lalm, batch, ls, last_text, audio_bins)
+    per = pd.DataFrame(rows)
+    scores = per.groupby(["layer", "position"], sort=False, as_index=False)["correct"].mean()
+    scores = scores.rename(columns={"correct": "score"})
+    final = per[(per.position == "final") & (per.layer == lalm.n_layers - 1)]
+    crit = {
+        pos: critical_layer(g.sort_values("layer")["score"].to_numpy(), len(ls.labels), alpha, weight)
+        for pos, g in scores.groupby("position", sort=False)
+    }
+    return LensResult(scores, per, ls, float(final["correct"].mean()), crit, lalm.n_layers, alpha, weight,
+                      {"format": fmt, "model": lalm.source, "random_weights": lalm.is_random})

@@ -1,0 +1,67 @@
+"""Record a clean or corrupted run: one forward, an ActivationCache of the chosen sites, layers and positions.
+
+Three interchangeable hook paths give the same cache: plain torch hooks (default), TransformerLens'
+TransformerBridge (families it supports), and nnsight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .cache import ActivationCache
+from .errors import PatchlabError
+from .hooks import check_site, hooked
+from .models.base import Batch, HookedLALM
+
+RECORD_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+BACKENDS = ("torch", "transformer_lens", "nnsight")
+
+
+def record(
+    lalm: HookedLALM,
+    batch: Batch,
+    sites: Sequence[str] = RECORD_SITES,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+    device: str | torch.device | None = "cpu",
+    dtype: torch.dtype | None = None,
+    backend: str = "torch",
+) -> ActivationCache:
+    """Run `batch` once and cache `sites` at `layers` (all by default) and `positions` (all by default).
+
+    `device=None` keeps activations on the model's device; `dtype` casts them (e.g. torch.float16 to save memory).
+    """
+    for s in sites:
+        check_site(s)
+    layers = list(range(lalm.n_layers)) if layers is None else list(layers)
+    pos = tuple(range(batch.length)) if positions is None else tuple(positions)
+    if any(not -batch.length <= p < batch.length for p in pos):
+        raise PatchlabError(f"positions {pos} fall outside a sequence of {batch.length}", "pick positions in range")
+    index = torch.tensor(pos, device=lalm.device)
+
+    def keep(x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().index_select(1, index.to(x.device))
+        x = x.to(device) if device is not None else x
+        return x.to(dtype) if dtype is not None else x
+
+    inputs = batch.to(lalm.device, lalm.dtype).tensors
+    if backend == "torch":
+        raw: dict[tuple[str, int], torch.Tensor] = {}
+        reads = {(s, la): (lambda x, k=(s, la): raw.__setitem__(k, keep(x))) for s in sites for la in layers}
+        with torch.no_grad(), hooked(lalm, reads=reads):
+            logits = lalm.model(**inputs, use_cache=False).logits
+        acts = raw
+    elif backend == "transformer_lens":
+        from .backends.tlens import record_tl
+
+        acts, logits = record_tl(lalm, inputs, sites, layers, keep)
+    elif backend == "nnsight":
+        from .backends.nnsight_trace import record_nnsight
+
+        acts, logits = record_nnsight(lalm, inputs, sites, layers, keep)
+    else:
+        raise PatchlabError(f"unknown hook path {backend!r}", f"use one of {', '.join(BACKENDS)}")
+    final = logits[:, -1].detach().float().cpu()
+    return ActivationCache(acts, pos, list(batch.regions), final, backend)

@@ -1,0 +1,80 @@
+"""PNG plots: information-score heatmaps with critical layers, patching heatmaps with region boundaries."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+
+def lens_heatmap(matrix: pd.DataFrame, critical: dict[str, float], path: str | Path, title: str = "") -> Path:
+    """Layers (rows) x position groups (columns) of information scores; a marker at each critical layer."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * matrix.shape[1] + 2), max(3.5, 0.22 * matrix.shape[0] + 1.5)))
+    im = ax.imshow(matrix.to_numpy(), aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=60, ha="right", fontsize=8)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("layer")
+    for j, col in enumerate(matrix.columns):
+        c = critical.get(col, float("nan"))
+        if not math.isnan(c):
+            ax.plot(j, c, marker="D", color="red", markersize=6, markeredgecolor="white")
+    ax.plot([], [], "D", color="red", label="critical layer")
+    ax.legend(loc="upper right", fontsize=7)
+    fig.colorbar(im, ax=ax, label="information score")
+    ax.set_title(title or "logit lens: information score", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def patch_heatmap(
+    table: pd.DataFrame, value: str, path: str | Path, boundaries: dict[str, tuple[int, int]] | None = None,
+    title: str = "",
+) -> Path:
+    """Layer x position heatmap of a metric (mean over samples), with region spans drawn as bands."""
+    m = table.pivot_table(index="layer", columns="position", values=value, aggfunc="mean").sort_index(axis=1)
+    fig, ax = plt.subplots(figsize=(10, max(3.5, 0.22 * m.shape[0] + 1.5)))
+    lim = max(1.0, float(m.abs().max().max()))
+    im = ax.imshow(m.to_numpy(), aspect="auto", origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                   extent=(m.columns.min() - 0.5, m.columns.max() + 0.5, -0.5, m.shape[0] - 0.5))
+    for name, (lo, hi) in (boundaries or {}).items():
+        ax.axvline(lo - 0.5, color="k", lw=0.8)
+        ax.axvline(hi + 0.5, color="k", lw=0.8)
+        ax.text((lo + hi) / 2, m.shape[0] - 0.4, name, ha="center", va="bottom", fontsize=8)
+    ax.set_xlabel("position")
+    ax.set_ylabel("layer")
+    fig.colorbar(im, ax=ax, label=value)
+    ax.set_title(title or value, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def region_curves(table: pd.DataFrame, value: str, path: str | Path, title: str = "") -> Path:
+    """One line per region: the metric (mean over samples, with a min-max band) against layer."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for region, g in table.groupby("position"):
+        agg = g.groupby("layer")[value].agg(["mean", "min", "max"])
+        ax.plot(agg.index, agg["mean"], marker="o", ms=3, label=str(region))
+        ax.fill_between(agg.index, agg["min"], agg["max"], alpha=0.15)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.axhline(1, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(value)
+    ax.legend(fontsize=8)
+    ax.set_title(title or value, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
