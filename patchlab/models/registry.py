@@ -62,7 +62,7 @@ def load(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str = torch.float32,
     device_map: Any = None,
-    attn_implementation: str = "eager",
+    attn_implementation: str = "sdpa",
 ) -> HookedLALM:
     """Load a checkpoint (local directory or hub id) with its real processor, wrapped as a HookedLALM."""
     path = Path(path_or_id)

@@ -1,0 +1,119 @@
+"""Corruptions that make the corrupted run of a (clean, corrupted) pair, each recorded so it can be repeated.
+
+audio swap (default, in-distribution): another clip of the track with a different label, fitted to the
+clean clip's length; noise: Gaussian noise on the audio embeddings (scale x their std, seeded); silence:
+zeros of the same length; text: a cue word swapped for another of the same token count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import Sample, build_prompt, fit_length, load_audio
+from .errors import PatchlabError
+from .models.base import Batch, HookedLALM, Prompt
+
+CORRUPTIONS = ("swap", "noise", "silence", "text")
+
+
+@dataclass
+class Pair:
+    """A clean run and its corrupted twin (same token regions), the true label index, and how it was corrupted."""
+
+    clean: Batch
+    corrupt: Batch
+    label: int
+    sample: str
+    corruption: dict[str, Any]
+    embed_noise: torch.Tensor | None = field(default=None, repr=False)  # (positions, d) added to inputs_embeds
+
+
+def _prepare(lalm: HookedLALM, wave: np.ndarray, prompt: Prompt, sample: Sample) -> Batch:
+    return lalm.prepare(wave, lalm.sampling_rate, prompt, id=sample.id, label=sample.label)
+
+
+def make_pair(
+    lalm: HookedLALM,
+    sample: Sample,
+    kind: str,
+    fmt: str,
+    label_index: int,
+    pool: list[Sample] | None = None,
+    seed: int = 0,
+    noise_scale: float = 3.0,
+    cue: tuple[str, str] | None = None,
+) -> Pair:
+    """Build the (clean, corrupted) pair of one sample under corruption `kind`."""
+    if kind not in CORRUPTIONS:
+        raise PatchlabError(f"unknown corruption {kind!r}", f"use one of {', '.join(CORRUPTIONS)}")
+    rng = np.random.default_rng([seed, int.from_bytes(sample.id.encode()[:8].ljust(8, b"\0"), "little")])
+    wave = load_audio(sample.path, lalm.sampling_rate)
+    prompt = build_prompt(sample, fmt)
+    clean = _prepare(lalm, wave, prompt, sample)
+    info: dict[str, Any] = {"kind": kind, "seed": seed}
+    noise = None
+    if kind == "swap":
+        donors = [s for s in (pool or []) if s.label != sample.label and s.id != sample.id]
+        if not donors:
+            raise PatchlabError(
+                f"no clip with a label other than {sample.label!r} to swap in for {sample.id}",
+                "give more clips of the track (--limit), or use --corruption noise/silence",
+            )
+        donor = donors[int(rng.integers(len(donors)))]
+        corrupt = _prepare(lalm, fit_length(load_audio(donor.path, lalm.sampling_rate), wave.shape[0]), prompt, sample)
+        info.update(donor=donor.id, donor_label=donor.label)
+    elif kind == "silence":
+        corrupt = _prepare(lalm, np.zeros_like(wave), prompt, sample)
+    elif kind == "noise":
+        corrupt = clean
+        noise = audio_embedding_noise(lalm, clean, noise_scale, rng)
+        info.update(scale=noise_scale)
+    else:
+        if cue is None:
+            raise PatchlabError("text corruption needs a cue (word, replacement)", "pass cue=('female', 'male')")
+        corrupt = _prepare(lalm, wave, text_swap(lalm, prompt, *cue), sample)
+        info.update(cue=list(cue))
+    clean.regions[0].check_aligned(corrupt.regions[0], f"clean and {kind}-corrupted runs of {sample.id}")
+    return Pair(clean, corrupt, label_index, sample.id, info, noise)
+
+
+def text_swap(lalm: HookedLALM, prompt: Prompt, old: str, new: str) -> Prompt:
+    """Replace a cue word in the prompt by one with the same token count (so regions stay aligned)."""
+    tok = lalm.tokenizer
+    n_old, n_new = (len(tok.encode(" " + w, add_special_tokens=False)) for w in (old, new))
+    if n_old != n_new:
+        raise PatchlabError(
+            f"cue {old!r} is {n_old} tokens but {new!r} is {n_new}", "pick a replacement with the same token count"
+        )
+    if old not in prompt.instruction + prompt.prefix:
+        raise PatchlabError(f"cue {old!r} does not occur in the prompt", "put the cue word in the prompt first")
+    return Prompt(prompt.instruction.replace(old, new), prompt.prefix.replace(old, new))
+
+
+def audio_embedding_noise(lalm: HookedLALM, batch: Batch, scale: float, rng: np.random.Generator) -> torch.Tensor:
+    """Gaussian noise for the audio positions of the decoder input: `scale` x the std of the audio embeddings."""
+    embeds = decoder_inputs(lalm, batch)[0]
+    audio = list(batch.regions[0].audio)
+    std = float(embeds[audio].float().std())
+    noise = torch.zeros_like(embeds, dtype=torch.float32)
+    noise[audio] = torch.from_numpy(rng.standard_normal((len(audio), embeds.shape[-1])).astype(np.float32)) * scale * std
+    return noise
+
+
+def decoder_inputs(lalm: HookedLALM, batch: Batch) -> torch.Tensor:
+    """The embeddings the decoder receives (audio embeddings already scattered in)."""
+    got: dict[str, torch.Tensor] = {}
+
+    def grab(mod, args, kwargs):
+        got["x"] = kwargs["inputs_embeds"].detach()
+
+    h = lalm.decoder.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        lalm.forward(batch)
+    finally:
+        h.remove()
+    return got["x"]

@@ -1,0 +1,60 @@
+"""`patchlab patch`: build (clean, corrupted) pairs for a track and write the patching table, summary and plot."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..corrupt import make_pair
+from ..data import label_set, load_track
+from ..io import write_json, write_table
+from ..models import load
+from ..report.plots import patch_heatmap, region_curves
+from .engine import patch
+from .spec import region_specs, sweep
+
+# a cue per track for the text corruption: the prompt names one option, the corruption names another
+TEXT_CUES = {"Gender": ("female", "male"), "Language": ("English", "French")}
+
+
+def run_patch_command(args: argparse.Namespace) -> None:
+    lalm = load(args.model, device=args.device, dtype=args.dtype)
+    samples = load_track(args.data, args.track, args.limit)
+    labels = label_set(lalm, [s.label for s in samples], args.prompt)
+    pool = load_track(args.data, args.track) if args.corruption == "swap" else samples
+    cue = TEXT_CUES.get(args.track) if args.corruption == "text" else None
+    pairs = [
+        make_pair(lalm, s, args.corruption, args.prompt, labels.index(s.label), pool, args.seed, cue=cue)
+        for s in samples
+    ]
+    if args.positions == "sweep":
+        specs_for = lambda p: sweep(lalm.n_layers, p.clean.length, args.site, args.direction)  # noqa: E731
+    else:
+        specs_for = lambda p: region_specs(lalm.n_layers, site=args.site, direction=args.direction)  # noqa: E731
+    res = patch(lalm, pairs, label_ids=labels.token_ids, max_batch=args.max_batch, spec_fn=specs_for)
+    out = Path(args.out)
+    write_table(out / "patching.csv", res.table)
+    t = res.table
+    summary = {
+        "model": args.model, "random_weights": lalm.is_random, "track": args.track, "prompt": args.prompt,
+        "corruption": args.corruption, "site": args.site, "direction": args.direction, "positions": args.positions,
+        "labels": list(labels.labels), "n_samples": len(pairs), "n_rows": len(t), "seed": args.seed,
+        "clean_accuracy": float(t.groupby("sample")["clean_acc"].first().mean()),
+        "corrupt_accuracy": float(t.groupby("sample")["corrupt_acc"].first().mean()),
+        "corruptions": res.meta["corruptions"],
+    }
+    tag = " (RANDOM WEIGHTS)" if lalm.is_random else ""
+    if args.positions == "sweep":
+        r = pairs[0].clean.regions[0]
+        bounds = {"audio": (r.audio[0], r.audio[-1])} if r.audio else {}
+        one = t[t["sample"] == pairs[0].sample]
+        patch_heatmap(one, "logit_diff_restored", out / "patching_heatmap.png", bounds,
+                      f"{args.track}: {args.direction} {args.site}, restored logit diff ({pairs[0].sample}){tag}")
+    else:
+        summary["restoration_by_region"] = (
+            t.groupby(["position", "layer"])["logit_diff_restored"].mean().unstack(0).round(6).to_dict()
+        )
+        region_curves(t, "logit_diff_restored", out / "patching_regions.png",
+                      f"{args.track}: {args.direction} {args.site} by region{tag}")
+    write_json(out / "summary.json", summary)
+    print(f"{len(t)} patched rows over {len(pairs)} clips -> {out}")
