@@ -12,6 +12,8 @@ from .tiny import TINY_TEXT, mark_random
 
 AUDIO = "[AUDIO]"
 TOKENS_PER_CHUNK = 375  # 30 s of audio -> 1500 encoder frames -> stacked by 4
+CHUNK_SAMPLES = 480000  # 30 s at 16 kHz
+MEL_FRAMES_PER_CHUNK = 3000
 
 
 class VoxtralAdapter(Adapter):
@@ -34,12 +36,11 @@ class VoxtralAdapter(Adapter):
         if type(processor.tokenizer).__name__ == "MistralCommonBackend":
             return self._mistral_process(processor, text, audio, sampling_rate)
         fe = processor.feature_extractor
-        chunk = fe.n_samples
-        n_chunks = max(1, -(-audio.shape[0] // chunk))
-        padded = np.zeros(n_chunks * chunk, dtype=np.float32)
-        padded[: audio.shape[0]] = audio
-        feats = fe(padded, sampling_rate=sampling_rate, return_tensors="pt")["input_features"]
-        feats = feats.reshape(fe.feature_size, n_chunks, -1).transpose(0, 1)
+        n_chunks = max(1, -(-audio.shape[0] // CHUNK_SAMPLES))
+        # the keyword arguments VoxtralProcessor passes to its feature extractor
+        feats = fe(audio, sampling_rate=sampling_rate, padding=True, truncation=False,
+                   pad_to_multiple_of=CHUNK_SAMPLES, return_tensors="pt")["input_features"]
+        feats = feats.reshape(fe.feature_size, -1, MEL_FRAMES_PER_CHUNK).transpose(0, 1)
         ids = processor.tokenizer(
             text.replace(AUDIO, AUDIO * (TOKENS_PER_CHUNK * n_chunks)), add_special_tokens=False, return_tensors="pt"
         )

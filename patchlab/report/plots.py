@@ -48,7 +48,7 @@ def patch_heatmap(
     for name, (lo, hi) in (boundaries or {}).items():
         ax.axvline(lo - 0.5, color="k", lw=0.8)
         ax.axvline(hi + 0.5, color="k", lw=0.8)
-        ax.text((lo + hi) / 2, m.shape[0] - 0.4, name, ha="center", va="bottom", fontsize=8)
+        ax.text((lo + hi) / 2, m.shape[0] - 0.6, name, ha="center", va="top", fontsize=8)
     ax.set_xlabel("position")
     ax.set_ylabel("layer")
     fig.colorbar(im, ax=ax, label=value)

@@ -1,0 +1,72 @@
+"""Logit lens, information scores, critical layers, and the `patchlab lens` command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import tone
+
+from patchlab import critical_layer, lens, lens_logits
+from patchlab.cli import main
+from patchlab.data import label_set, load_track
+from patchlab.errors import PatchlabError
+
+
+def test_lens_at_last_layer_equals_model_logits(qwen):
+    batch = qwen.prepare(tone(1.0), 16000, "What is the speaker's gender?")
+    lens_all = lens_logits(qwen, batch)
+    assert lens_all.shape[:3] == (qwen.n_layers, 1, batch.length)
+    assert (lens_all[-1] - qwen.forward(batch)).abs().max() <= 1e-5
+    ids = [5, 7, 11]
+    assert torch.allclose(lens_logits(qwen, batch, ids), lens_all[..., ids], atol=1e-6)
+
+
+def test_critical_layer_matches_hand_worked_formula():
+    scores = [0.5, 0.6, 0.7, 0.9, 0.8]  # two labels: tau = 1.2 / 2 = 0.6
+    # excess weights: 0, 0 (at tau), 0.1, 0.3, 0.2 -> (2*0.1 + 3*0.3 + 4*0.2) / 0.6 = 1.9 / 0.6
+    assert critical_layer(scores, 2) == pytest.approx(1.9 / 0.6)
+    # score weights: 0.7, 0.9, 0.8 on layers 2, 3, 4 -> (1.4 + 2.7 + 3.2) / 2.4
+    assert critical_layer(scores, 2, weight="score") == pytest.approx(7.3 / 2.4)
+    # alpha moves tau: alpha=0.5 -> tau = 0.75: only layers 3 (0.15) and 4 (0.05)
+    assert critical_layer(scores, 2, alpha=0.5) == pytest.approx((3 * 0.15 + 4 * 0.05) / 0.2)
+    assert math.isnan(critical_layer([0.1, 0.2], 2))
+    with pytest.raises(PatchlabError, match="weight"):
+        critical_layer(scores, 2, weight="mean")
+
+
+def test_information_scores_are_accuracies(qwen, toy_data):
+    samples = load_track(toy_data, "Gender")
+    res = lens(qwen, samples, "direct", progress=False)
+    assert set(res.scores.columns) == {"layer", "position", "score"}
+    assert res.scores["score"].between(0, 1).all()
+    final = res.scores[(res.scores.position == "final") & (res.scores.layer == qwen.n_layers - 1)]["score"].item()
+    assert final == pytest.approx(res.accuracy)
+    # the model's own answer at the final position, computed independently
+    ls = label_set(qwen, ["female", "male"], "direct")
+    hits = 0
+    for s in samples:
+        from patchlab.data import build_prompt, load_audio
+
+        b = qwen.prepare(load_audio(s.path), 16000, build_prompt(s, "direct"))
+        hits += int(qwen.forward(b)[0, -1, list(ls.token_ids)].argmax()) == ls.index(s.label)
+    assert res.accuracy == pytest.approx(hits / len(samples))
+
+
+def test_label_sharing_a_first_token_is_refused(qwen):
+    with pytest.raises(PatchlabError, match="share their first sub-token"):
+        label_set(qwen, ["female", "femalezzz"], "direct")
+
+
+def test_lens_cli_on_sakura(tiny_dir, sakura, tmp_path, capsys):
+    out = tmp_path / "lens"
+    rc = main(["lens", "--model", str(tiny_dir("qwen2_audio")), "--data", str(sakura), "--track", "Gender",
+               "--limit", "8", "--out", str(out)])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labels"] == ["female", "male"] and summary["n_samples"] == 8
+    assert {"accuracy", "critical_layer", "labels"} <= set(summary) and summary["random_weights"] is True
+    assert (out / "lens_heatmap.png").stat().st_size > 1000
+    assert "layer,position,score" in (out / "information_scores.csv").read_text().splitlines()[0]
