@@ -8,7 +8,18 @@ from .record import record
 from .regions import Regions
 
 __all__ = [
-    "ActivationCache", "Batch", "HookedLALM", "PatchlabError", "Prompt", "Regions", "critical_layer",
-    "families", "lens", "lens_logits", "load", "make_tiny", "record",
+    "ActivationCache",
+    "Batch",
+    "HookedLALM",
+    "PatchlabError",
+    "Prompt",
+    "Regions",
+    "critical_layer",
+    "families",
+    "lens",
+    "lens_logits",
+    "load",
+    "make_tiny",
+    "record",
 ]
 __version__ = "0.1.0"

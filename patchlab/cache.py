@@ -38,7 +38,7 @@ class ActivationCache:
         """All recorded layers of one site: (layers, batch, positions, ...)."""
         return torch.stack([self.acts[(site, la)] for la in self.layers if (site, la) in self.acts])
 
-    def max_abs_diff(self, other: "ActivationCache") -> float:
+    def max_abs_diff(self, other: ActivationCache) -> float:
         """Largest absolute difference over every shared (site, layer); raises if the keys differ."""
         if set(self.acts) != set(other.acts):
             raise KeyError(f"caches hold different keys: {sorted(set(self.acts) ^ set(other.acts))[:5]}")

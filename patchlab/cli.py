@@ -44,19 +44,32 @@ def cmd_lens(args: argparse.Namespace) -> None:
 
     lalm = load(args.model, device=args.device, dtype=args.dtype)
     samples = load_track(args.data, args.track, args.limit)
-    res = lens(lalm, samples, args.prompt, last_text=args.last_text, audio_bins=args.audio_bins,
-               alpha=args.alpha, weight=args.weight)
+    res = lens(
+        lalm,
+        samples,
+        args.prompt,
+        last_text=args.last_text,
+        audio_bins=args.audio_bins,
+        alpha=args.alpha,
+        weight=args.weight,
+    )
     out = Path(args.out)
     write_table(out / "information_scores.csv", res.scores)
     write_table(out / "per_sample.csv", res.per_sample)
     summary = {**res.summary(), "track": args.track, "data": str(args.data)}
     write_json(out / "summary.json", summary)
     tag = " (RANDOM WEIGHTS)" if lalm.is_random else ""
-    lens_heatmap(res.matrix(), res.critical_layers, out / "lens_heatmap.png",
-                 f"{args.track} / {args.prompt}: information score{tag}")
+    lens_heatmap(
+        res.matrix(),
+        res.critical_layers,
+        out / "lens_heatmap.png",
+        f"{args.track} / {args.prompt}: information score{tag}",
+    )
     crit = summary["critical_layer"]
-    print(f"accuracy {res.accuracy:.3f}  critical layer (final position) "
-          f"{'none above chance' if crit != crit else f'{crit:.2f}'}  -> {out}")
+    print(
+        f"accuracy {res.accuracy:.3f}  critical layer (final position) "
+        f"{'none above chance' if crit != crit else f'{crit:.2f}'}  -> {out}"
+    )
 
 
 def cmd_patch(args: argparse.Namespace) -> None:
@@ -65,10 +78,38 @@ def cmd_patch(args: argparse.Namespace) -> None:
     run_patch_command(args)
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    """Lens and region patching end to end on the embedded default model and SAKURA (or synthetic clips)."""
+    from .data.synth import tone_gender_track
+    from .models import make_tiny
+
+    out = Path(args.out)
+    model = Path(args.cache) / "tiny-qwen2_audio"
+    if not (model / "config.json").exists():
+        make_tiny("qwen2_audio", model)
+    data = Path(args.data)
+    if not (data / "Gender" / "metadata.csv").exists():
+        print(f"no SAKURA at {data}: synthesizing a small Gender track of tones")
+        data = tone_gender_track(out / "synthetic-data")
+    print("model: tiny RANDOM-WEIGHT Qwen2-Audio (plumbing only; patchlab-mini, the trained default, is issue #4)")
+    common = ["--model", str(model), "--data", str(data), "--track", "Gender", "--limit", str(args.limit)]
+    for sub, extra in (("lens", []), ("patch", ["--corruption", "swap"])):
+        a = parser().parse_args([sub, *common, "--out", str(out / sub), *extra])
+        a.fn(a)
+    print(f"results: {out / 'lens'} and {out / 'patch'}")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="patchlab", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("models", help="list the model families").set_defaults(fn=cmd_models)
+
+    p = sub.add_parser("demo", help="the main job on the embedded default model")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "sakura"))
+    p.add_argument("--out", default="out/demo")
+    p.add_argument("--cache", default=".cache")
+    p.add_argument("--limit", type=int, default=8)
+    p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("make-tiny", help="write a tiny random-weight checkpoint of a family")
     p.add_argument("family")
@@ -87,8 +128,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("patch", help="activation patching of clean into corrupted runs (or back)")
     _common(p)
     p.add_argument("--corruption", default="swap", choices=["swap", "noise", "silence", "text"])
-    p.add_argument("--site", default="resid_pre",
-                   choices=["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"])
+    p.add_argument(
+        "--site", default="resid_pre", choices=["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
+    )
     p.add_argument("--positions", default="regions", choices=["regions", "sweep"])
     p.add_argument("--direction", default="denoise", choices=["denoise", "noise"])
     p.add_argument("--seed", type=int, default=0)

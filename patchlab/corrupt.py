@@ -100,7 +100,9 @@ def audio_embedding_noise(lalm: HookedLALM, batch: Batch, scale: float, rng: np.
     audio = list(batch.regions[0].audio)
     std = float(embeds[audio].float().std())
     noise = torch.zeros_like(embeds, dtype=torch.float32)
-    noise[audio] = torch.from_numpy(rng.standard_normal((len(audio), embeds.shape[-1])).astype(np.float32)) * scale * std
+    noise[audio] = (
+        torch.from_numpy(rng.standard_normal((len(audio), embeds.shape[-1])).astype(np.float32)) * scale * std
+    )
     return noise
 
 

@@ -132,5 +132,14 @@ def lens(
         pos: critical_layer(g.sort_values("layer")["score"].to_numpy(), len(ls.labels), alpha, weight)
         for pos, g in scores.groupby("position", sort=False)
     }
-    return LensResult(scores, per, ls, float(final["correct"].mean()), crit, lalm.n_layers, alpha, weight,
-                      {"format": fmt, "model": lalm.source, "random_weights": lalm.is_random})
+    return LensResult(
+        scores,
+        per,
+        ls,
+        float(final["correct"].mean()),
+        crit,
+        lalm.n_layers,
+        alpha,
+        weight,
+        {"format": fmt, "model": lalm.source, "random_weights": lalm.is_random},
+    )

@@ -1,4 +1,4 @@
-"""Metrics at the final position over a label set, and normalized restoration (patched - corrupt) / (clean - corrupt)."""
+"""Final-position metrics over a label set, and normalized restoration (patched - corrupt) / (clean - corrupt)."""
 
 from __future__ import annotations
 

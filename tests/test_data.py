@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import tone
 
-from patchlab.data import load_audio, load_track, parse_options, tracks
+from patchlab.data import load_audio, load_track, parse_options, tone, tracks
 from patchlab.errors import PatchlabError
 
 

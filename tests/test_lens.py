@@ -7,11 +7,10 @@ import math
 
 import pytest
 import torch
-from conftest import tone
 
 from patchlab import critical_layer, lens, lens_logits
 from patchlab.cli import main
-from patchlab.data import label_set, load_track
+from patchlab.data import label_set, load_track, tone
 from patchlab.errors import PatchlabError
 
 
@@ -62,8 +61,21 @@ def test_label_sharing_a_first_token_is_refused(qwen):
 
 def test_lens_cli_on_sakura(tiny_dir, sakura, tmp_path, capsys):
     out = tmp_path / "lens"
-    rc = main(["lens", "--model", str(tiny_dir("qwen2_audio")), "--data", str(sakura), "--track", "Gender",
-               "--limit", "8", "--out", str(out)])
+    rc = main(
+        [
+            "lens",
+            "--model",
+            str(tiny_dir("qwen2_audio")),
+            "--data",
+            str(sakura),
+            "--track",
+            "Gender",
+            "--limit",
+            "8",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["labels"] == ["female", "male"] and summary["n_samples"] == 8

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES, tone
+from conftest import FAMILIES
 
 import patchlab
 from patchlab.corrupt import decoder_inputs
+from patchlab.data import tone
 from patchlab.hooks import hooked
 from patchlab.models.base import Batch
 from patchlab.record import RECORD_SITES

@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tone
 
 from patchlab.cli import main
 from patchlab.corrupt import Pair, make_pair
-from patchlab.data import label_set, load_track
+from patchlab.data import label_set, load_track, tone
 from patchlab.errors import PatchlabError
 from patchlab.hooks import hooked
 from patchlab.metrics import METRICS, final_metrics
@@ -68,11 +67,14 @@ def test_full_resid_pre_sweep_matches_peer(qwen, setup, peer):
 def test_patching_all_positions_restores_clean_at_every_layer(qwen, setup, kind):
     labels, pairs = setup
     for site in ("resid_pre", "resid_mid", "resid_post"):
-        t = patch(qwen, pairs[kind], region_specs(qwen.n_layers, ("all",), site), labels.token_ids, progress=False).table
+        t = patch(
+            qwen, pairs[kind], region_specs(qwen.n_layers, ("all",), site), labels.token_ids, progress=False
+        ).table
         assert np.allclose(t["logit_diff"], t["clean_logit_diff"], atol=1e-5)
         assert np.allclose(t["kl"], 0, atol=1e-5)
-        noised = patch(qwen, pairs[kind], region_specs(qwen.n_layers, ("all",), site, "noise"), labels.token_ids,
-                       progress=False).table
+        noised = patch(
+            qwen, pairs[kind], region_specs(qwen.n_layers, ("all",), site, "noise"), labels.token_ids, progress=False
+        ).table
         assert np.allclose(noised["logit_diff"], noised["corrupt_logit_diff"], atol=1e-5)
 
 
@@ -136,8 +138,21 @@ def test_misaligned_regions_are_refused(qwen, setup):
 
 def test_patch_cli_on_sakura(tiny_dir, sakura, tmp_path):
     out = tmp_path / "patch"
-    rc = main(["patch", "--model", str(tiny_dir("qwen2_audio")), "--data", str(sakura), "--track", "Gender",
-               "--limit", "8", "--out", str(out)])
+    rc = main(
+        [
+            "patch",
+            "--model",
+            str(tiny_dir("qwen2_audio")),
+            "--data",
+            str(sakura),
+            "--track",
+            "Gender",
+            "--limit",
+            "8",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_samples"] == 8 and summary["corruption"] == "swap"

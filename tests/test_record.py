@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tone
 
 from patchlab import record
+from patchlab.data import tone
 from patchlab.record import RECORD_SITES
 
 
@@ -36,8 +36,14 @@ def test_residual_identities_hold(qwen, batch):
 
 def test_positions_layers_dtype_and_heads(qwen, batch):
     r = batch.regions[0]
-    c = record(qwen, batch, sites=["resid_post", "head_out"], layers=[1, 3], positions=r.audio[:3] + r.final,
-               dtype=torch.float16)
+    c = record(
+        qwen,
+        batch,
+        sites=["resid_post", "head_out"],
+        layers=[1, 3],
+        positions=r.audio[:3] + r.final,
+        dtype=torch.float16,
+    )
     assert c.layers == [1, 3] and c.sites == ["head_out", "resid_post"]
     assert c["resid_post", 1].shape == (1, 4, qwen.d_model) and c["resid_post", 1].dtype == torch.float16
     assert c["head_out", 3].shape == (1, 4, qwen.n_heads, qwen.d_head)

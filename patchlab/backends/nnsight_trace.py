@@ -72,7 +72,11 @@ def record_nnsight(
 
 
 def run_with_patch(
-    lalm: HookedLALM, inputs: dict[str, torch.Tensor], site: str, layer: int, edit: Callable[[torch.Tensor], torch.Tensor]
+    lalm: HookedLALM,
+    inputs: dict[str, torch.Tensor],
+    site: str,
+    layer: int,
+    edit: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """One trace with `edit` applied at (site, layer); returns logits."""
     import nnsight

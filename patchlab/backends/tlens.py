@@ -67,7 +67,11 @@ def record_tl(
 
 
 def run_with_patch(
-    lalm: HookedLALM, inputs: dict[str, torch.Tensor], site: str, layer: int, edit: Callable[[torch.Tensor], torch.Tensor]
+    lalm: HookedLALM,
+    inputs: dict[str, torch.Tensor],
+    site: str,
+    layer: int,
+    edit: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """One `run_with_hooks` forward with `edit` applied at (site, layer); returns logits."""
     b = bridge(lalm)

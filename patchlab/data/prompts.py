@@ -56,7 +56,7 @@ def label_set(lalm: HookedLALM, labels: list[str], fmt: str) -> LabelSet:
     verbs = [verbalize(la, fmt) for la in labels]
     ids = [lalm.token_id(v) for v in verbs]
     seen: dict[int, str] = {}
-    for la, v, t in zip(labels, verbs, ids):
+    for la, t in zip(labels, ids):
         if t in seen:
             tok = lalm.tokenizer.convert_ids_to_tokens(t)
             raise PatchlabError(

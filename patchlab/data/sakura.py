@@ -54,7 +54,9 @@ def load_track(root: str | Path, track: str, limit: int | None = None) -> list[S
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise PatchlabError(f"{meta} lacks columns {missing}", f"SAKURA's metadata has columns {', '.join(COLUMNS)}")
+            raise PatchlabError(
+                f"{meta} lacks columns {missing}", f"SAKURA's metadata has columns {', '.join(COLUMNS)}"
+            )
         rows = list(reader)
     out = []
     for n, row in enumerate(rows[:limit] if limit else rows, start=2):

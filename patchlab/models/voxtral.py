@@ -38,8 +38,14 @@ class VoxtralAdapter(Adapter):
         fe = processor.feature_extractor
         n_chunks = max(1, -(-audio.shape[0] // CHUNK_SAMPLES))
         # the keyword arguments VoxtralProcessor passes to its feature extractor
-        feats = fe(audio, sampling_rate=sampling_rate, padding=True, truncation=False,
-                   pad_to_multiple_of=CHUNK_SAMPLES, return_tensors="pt")["input_features"]
+        feats = fe(
+            audio,
+            sampling_rate=sampling_rate,
+            padding=True,
+            truncation=False,
+            pad_to_multiple_of=CHUNK_SAMPLES,
+            return_tensors="pt",
+        )["input_features"]
         feats = feats.reshape(fe.feature_size, -1, MEL_FRAMES_PER_CHUNK).transpose(0, 1)
         ids = processor.tokenizer(
             text.replace(AUDIO, AUDIO * (TOKENS_PER_CHUNK * n_chunks)), add_special_tokens=False, return_tensors="pt"

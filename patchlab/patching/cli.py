@@ -36,9 +36,18 @@ def run_patch_command(args: argparse.Namespace) -> None:
     write_table(out / "patching.csv", res.table)
     t = res.table
     summary = {
-        "model": args.model, "random_weights": lalm.is_random, "track": args.track, "prompt": args.prompt,
-        "corruption": args.corruption, "site": args.site, "direction": args.direction, "positions": args.positions,
-        "labels": list(labels.labels), "n_samples": len(pairs), "n_rows": len(t), "seed": args.seed,
+        "model": args.model,
+        "random_weights": lalm.is_random,
+        "track": args.track,
+        "prompt": args.prompt,
+        "corruption": args.corruption,
+        "site": args.site,
+        "direction": args.direction,
+        "positions": args.positions,
+        "labels": list(labels.labels),
+        "n_samples": len(pairs),
+        "n_rows": len(t),
+        "seed": args.seed,
         "clean_accuracy": float(t.groupby("sample")["clean_acc"].first().mean()),
         "corrupt_accuracy": float(t.groupby("sample")["corrupt_acc"].first().mean()),
         "corruptions": res.meta["corruptions"],
@@ -48,13 +57,22 @@ def run_patch_command(args: argparse.Namespace) -> None:
         r = pairs[0].clean.regions[0]
         bounds = {"audio": (r.audio[0], r.audio[-1])} if r.audio else {}
         one = t[t["sample"] == pairs[0].sample]
-        patch_heatmap(one, "logit_diff_restored", out / "patching_heatmap.png", bounds,
-                      f"{args.track}: {args.direction} {args.site}, restored logit diff ({pairs[0].sample}){tag}")
+        patch_heatmap(
+            one,
+            "logit_diff_restored",
+            out / "patching_heatmap.png",
+            bounds,
+            f"{args.track}: {args.direction} {args.site}, restored logit diff ({pairs[0].sample}){tag}",
+        )
     else:
         summary["restoration_by_region"] = (
             t.groupby(["position", "layer"])["logit_diff_restored"].mean().unstack(0).round(6).to_dict()
         )
-        region_curves(t, "logit_diff_restored", out / "patching_regions.png",
-                      f"{args.track}: {args.direction} {args.site} by region{tag}")
+        region_curves(
+            t,
+            "logit_diff_restored",
+            out / "patching_regions.png",
+            f"{args.track}: {args.direction} {args.site} by region{tag}",
+        )
     write_json(out / "summary.json", summary)
     print(f"{len(t)} patched rows over {len(pairs)} clips -> {out}")

@@ -148,8 +148,13 @@ def patch(
                 rest = {k: restoration(met[k], ref["clean"][k], ref["corrupt"][k]) for k in METRICS}
                 for r, s in enumerate(group):
                     row = {
-                        "sample": pair.sample, "layer": s.layer, "site": s.site, "position": s.label,
-                        "head": s.head, "direction": s.direction, "corruption": pair.corruption["kind"],
+                        "sample": pair.sample,
+                        "layer": s.layer,
+                        "site": s.site,
+                        "position": s.label,
+                        "head": s.head,
+                        "direction": s.direction,
+                        "corruption": pair.corruption["kind"],
                     }
                     row.update({k: float(met[k][r]) for k in METRICS})
                     row.update({f"{k}_restored": float(rest[k][r]) for k in METRICS})

@@ -36,15 +36,25 @@ def lens_heatmap(matrix: pd.DataFrame, critical: dict[str, float], path: str | P
 
 
 def patch_heatmap(
-    table: pd.DataFrame, value: str, path: str | Path, boundaries: dict[str, tuple[int, int]] | None = None,
+    table: pd.DataFrame,
+    value: str,
+    path: str | Path,
+    boundaries: dict[str, tuple[int, int]] | None = None,
     title: str = "",
 ) -> Path:
     """Layer x position heatmap of a metric (mean over samples), with region spans drawn as bands."""
     m = table.pivot_table(index="layer", columns="position", values=value, aggfunc="mean").sort_index(axis=1)
     fig, ax = plt.subplots(figsize=(10, max(3.5, 0.22 * m.shape[0] + 1.5)))
     lim = max(1.0, float(m.abs().max().max()))
-    im = ax.imshow(m.to_numpy(), aspect="auto", origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim,
-                   extent=(m.columns.min() - 0.5, m.columns.max() + 0.5, -0.5, m.shape[0] - 0.5))
+    im = ax.imshow(
+        m.to_numpy(),
+        aspect="auto",
+        origin="lower",
+        cmap="RdBu_r",
+        vmin=-lim,
+        vmax=lim,
+        extent=(m.columns.min() - 0.5, m.columns.max() + 0.5, -0.5, m.shape[0] - 0.5),
+    )
     for name, (lo, hi) in (boundaries or {}).items():
         ax.axvline(lo - 0.5, color="k", lw=0.8)
         ax.axvline(hi + 0.5, color="k", lw=0.8)
