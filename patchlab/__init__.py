@@ -2,6 +2,7 @@
 
 from .cache import ActivationCache
 from .errors import PatchlabError
+from .grounding import ground, grounding
 from .lens import critical_layer, lens, lens_logits
 from .models import Batch, HookedLALM, Prompt, families, load, make_tiny
 from .record import record
@@ -16,6 +17,8 @@ __all__ = [
     "Regions",
     "critical_layer",
     "families",
+    "ground",
+    "grounding",
     "lens",
     "lens_logits",
     "load",

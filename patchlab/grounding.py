@@ -1,0 +1,134 @@
+"""Grounding coefficient: how much of the answer the audio positions carry versus the text positions.
+
+For each sample and layer, Delta_R is the normalized restoration of a metric when region R's clean
+activations are patched into the corrupted run. Reported: Delta_audio, Delta_text, Delta_final; the
+ratio GC = Delta_audio / Delta_text (flagged, not a number, where |Delta_text| < tol); the bounded share
+S = Delta_audio / (|Delta_audio| + |Delta_text|); bootstrap confidence intervals over samples.
+Formulas in docs/grounding.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .corrupt import Pair
+from .errors import PatchlabError
+from .models.base import HookedLALM
+from .patching import patch, region_specs
+
+REGIONS = ("audio", "text", "final")
+
+
+@dataclass
+class GroundingResult:
+    """per_sample: (sample, layer, delta_*, share, gc, gc_flagged); per_layer and overall: means with CIs."""
+
+    per_sample: pd.DataFrame
+    per_layer: pd.DataFrame
+    overall: dict
+    metric: str
+    tol: float
+
+
+def share(d_audio: np.ndarray, d_text: np.ndarray) -> np.ndarray:
+    """S = Delta_audio / (|Delta_audio| + |Delta_text|), in [-1, 1]; NaN where both are 0."""
+    den = np.abs(d_audio) + np.abs(d_text)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, d_audio / np.where(den > 0, den, 1), np.nan)
+
+
+def ratio(d_audio: np.ndarray, d_text: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """GC = Delta_audio / Delta_text, NaN and flagged where |Delta_text| < tol (the ratio would explode)."""
+    flagged = np.abs(d_text) < tol
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(flagged, np.nan, d_audio / np.where(flagged, 1, d_text)), flagged
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int, level: float, rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over samples (NaNs dropped)."""
+    v = values[~np.isnan(values)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    means = rng.choice(v, size=(n_boot, v.size), replace=True).mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def _summarize(frame: pd.DataFrame, tol: float, n_boot: int, level: float, rng: np.random.Generator) -> dict:
+    out: dict = {"n_samples": int(frame["sample"].nunique())}
+    for col in ("delta_audio", "delta_text", "delta_final", "share"):
+        v = frame[col].to_numpy(dtype=float)
+        out[col] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+        out[f"{col}_lo"], out[f"{col}_hi"] = bootstrap_ci(v, n_boot, level, rng)
+    gc, flagged = ratio(np.array([out["delta_audio"]]), np.array([out["delta_text"]]), tol)
+    out["gc"], out["gc_flagged"] = float(gc[0]), bool(flagged[0])
+    return out
+
+
+def grounding(
+    table: pd.DataFrame,
+    metric: str = "logit_diff",
+    tol: float = 0.05,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> GroundingResult:
+    """Grounding statistics from a denoising patch table holding the audio, text and final regions per layer."""
+    col = f"{metric}_restored"
+    t = table[(table["direction"] == "denoise") & table["position"].isin(REGIONS)]
+    missing = set(REGIONS) - set(t["position"])
+    if missing or col not in t:
+        raise PatchlabError(
+            f"the patch table lacks denoising rows for regions {sorted(missing)} or column {col!r}",
+            "patch with patchlab.patching.region_specs(n_layers, ('audio', 'text', 'final'))",
+        )
+    same = t[np.isclose(t[f"clean_{metric}"], t[f"corrupt_{metric}"], atol=1e-9)]["sample"].unique()
+    if len(same):
+        raise PatchlabError(
+            f"clean and corrupted runs give the same {metric} for {', '.join(map(str, same[:3]))}: the corruption "
+            "changed nothing, so restoration (patched - corrupt) / (clean - corrupt) is undefined",
+            "use a corruption that changes the answer (swap with a different label, noise), or drop those samples",
+        )
+    wide = t.pivot_table(index=["sample", "layer"], columns="position", values=col).reset_index()
+    d_a, d_t = wide["audio"].to_numpy(), wide["text"].to_numpy()
+    gc, flagged = ratio(d_a, d_t, tol)
+    per = pd.DataFrame(
+        {
+            "sample": wide["sample"],
+            "layer": wide["layer"],
+            "delta_audio": d_a,
+            "delta_text": d_t,
+            "delta_final": wide["final"].to_numpy(),
+            "share": share(d_a, d_t),
+            "gc": gc,
+            "gc_flagged": flagged,
+        }
+    )
+    rng = np.random.default_rng(seed)
+    per_layer = pd.DataFrame(
+        [{"layer": la, **_summarize(g, tol, n_boot, level, rng)} for la, g in per.groupby("layer", sort=True)]
+    )
+    over = per.groupby("sample", as_index=False)[["delta_audio", "delta_text", "delta_final", "share"]].mean()
+    overall = _summarize(over, tol, n_boot, level, rng)
+    overall.update(metric=metric, tol=tol, level=level, n_boot=n_boot, seed=seed)
+    return GroundingResult(per, per_layer, overall, metric, tol)
+
+
+def ground(
+    lalm: HookedLALM,
+    pairs: Sequence[Pair],
+    label_ids: Sequence[int],
+    site: str = "resid_pre",
+    metric: str = "logit_diff",
+    tol: float = 0.05,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+) -> GroundingResult:
+    """Patch the audio, text and final regions at every layer and summarize them as grounding statistics."""
+    res = patch(lalm, pairs, region_specs(lalm.n_layers, REGIONS, site), label_ids, progress=progress)
+    return grounding(res.table, metric, tol, n_boot, seed=seed)
