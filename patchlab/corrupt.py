@@ -73,12 +73,30 @@ def make_pair(
         noise = audio_embedding_noise(lalm, clean, noise_scale, rng)
         info.update(scale=noise_scale)
     else:
-        if cue is None:
-            raise PatchlabError("text corruption needs a cue (word, replacement)", "pass cue=('female', 'male')")
+        if cue is None:  # the prompt gets a hint naming the true label; the corruption names another label
+            cue = (sample.label, _same_length_label(lalm, sample, pool or []))
+            prompt = Prompt(f"Hint: {sample.label}. {prompt.instruction}".strip(), prompt.prefix)
+            clean = _prepare(lalm, wave, prompt, sample)
         corrupt = _prepare(lalm, wave, text_swap(lalm, prompt, *cue), sample)
         info.update(cue=list(cue))
     clean.regions[0].check_aligned(corrupt.regions[0], f"clean and {kind}-corrupted runs of {sample.id}")
     return Pair(clean, corrupt, label_index, sample.id, info, noise)
+
+
+def _same_length_label(lalm: HookedLALM, sample: Sample, pool: list[Sample]) -> str:
+    """Another label of the track whose verbalization has as many tokens as the sample's own."""
+
+    def n(w: str) -> int:
+        return len(lalm.tokenizer.encode(" " + w, add_special_tokens=False))
+
+    others = sorted({s.label for s in pool} - {sample.label})
+    same = [o for o in others if n(o) == n(sample.label)]
+    if not same:
+        raise PatchlabError(
+            f"no label of the track has as many tokens as {sample.label!r} to swap into the hint",
+            "pass cue=(word, replacement) with equal token counts, or use an audio corruption",
+        )
+    return same[0]
 
 
 def text_swap(lalm: HookedLALM, prompt: Prompt, old: str, new: str) -> Prompt:

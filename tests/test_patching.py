@@ -159,3 +159,14 @@ def test_patch_cli_on_sakura(tiny_dir, sakura, tmp_path):
     labels = {s.id: s.label for s in load_track(sakura, "Gender")}
     assert all(c["donor_label"] != labels[sid] for sid, c in summary["corruptions"].items())
     assert (out / "patching_regions.png").exists() and (out / "patching.csv").exists()
+
+
+def test_text_corruption_swaps_a_hint_and_leaves_audio_states_alone(qwen, toy_data):
+    samples = load_track(toy_data, "Gender")
+    labels = label_set(qwen, [s.label for s in samples], "direct")
+    pairs = [make_pair(qwen, s, "text", "direct", labels.index(s.label), samples) for s in samples[:2]]
+    assert [p.corruption["cue"] for p in pairs] == [["female", "male"], ["male", "female"]]
+    t = patch(qwen, pairs, region_specs(qwen.n_layers, ("audio", "text")), labels.token_ids, progress=False).table
+    t0 = t[t.layer == 0].set_index("position")
+    assert np.allclose(t0.loc["audio", "logit_diff"], t0.loc["audio", "corrupt_logit_diff"], atol=1e-5)
+    assert np.allclose(t0.loc["text", "logit_diff"], t0.loc["text", "clean_logit_diff"], atol=1e-5)

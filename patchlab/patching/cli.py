@@ -13,20 +13,13 @@ from ..report.plots import patch_heatmap, region_curves
 from .engine import patch
 from .spec import region_specs, sweep
 
-# a cue per track for the text corruption: the prompt names one option, the corruption names another
-TEXT_CUES = {"Gender": ("female", "male"), "Language": ("English", "French")}
-
 
 def run_patch_command(args: argparse.Namespace) -> None:
     lalm = load(args.model, device=args.device, dtype=args.dtype)
     samples = load_track(args.data, args.track, args.limit)
     labels = label_set(lalm, [s.label for s in samples], args.prompt)
-    pool = load_track(args.data, args.track) if args.corruption == "swap" else samples
-    cue = TEXT_CUES.get(args.track) if args.corruption == "text" else None
-    pairs = [
-        make_pair(lalm, s, args.corruption, args.prompt, labels.index(s.label), pool, args.seed, cue=cue)
-        for s in samples
-    ]
+    pool = load_track(args.data, args.track) if args.corruption in ("swap", "text") else samples
+    pairs = [make_pair(lalm, s, args.corruption, args.prompt, labels.index(s.label), pool, args.seed) for s in samples]
     if args.positions == "sweep":
         specs_for = lambda p: sweep(lalm.n_layers, p.clean.length, args.site, args.direction)  # noqa: E731
     else:
