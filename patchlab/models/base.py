@@ -83,9 +83,35 @@ class Adapter:
         return getattr(transformers, self.model_class_name)
 
     def load_processor(self, path: str) -> Any:
+        """The family's real processor; where it cannot be built here, `processor_parts` (see docs/adapters.md)."""
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(path)
+        try:
+            processor = AutoProcessor.from_pretrained(path)
+            if hasattr(processor, "tokenizer"):  # a processor, not a bare tokenizer
+                return processor
+        except (ImportError, OSError, ValueError, TypeError, AttributeError):
+            pass
+        return self.processor_parts(path)
+
+    def processor_parts(self, path: str) -> Any:
+        """What to use when the full processor cannot be built (e.g. a missing optional backend)."""
+        raise PatchlabError(
+            f"cannot build the {self.family} processor from {path}",
+            "check that the directory holds the processor files (processor_config.json, tokenizer files)",
+        )
+
+    @staticmethod
+    def whisper_parts(path: str) -> Any:
+        """A Whisper feature extractor and the tokenizer, for adapters that assemble inputs themselves."""
+        from types import SimpleNamespace
+
+        from transformers import AutoTokenizer, WhisperFeatureExtractor
+
+        return SimpleNamespace(
+            feature_extractor=WhisperFeatureExtractor.from_pretrained(path),
+            tokenizer=AutoTokenizer.from_pretrained(path),
+        )
 
     # decoder layout
     def decoder(self, model: nn.Module) -> nn.Module:

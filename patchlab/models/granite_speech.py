@@ -84,15 +84,10 @@ class GraniteSpeechAdapter(Adapter):
         except ImportError:  # torchaudio missing: the checkpoint still loads; audio prep says what to install
             pass
 
-    def load_processor(self, path: str) -> Any:
+    def processor_parts(self, path: str) -> Any:
+        """Without torchaudio the processor cannot be built: keep the tokenizer; audio prep says what to install."""
         from types import SimpleNamespace
 
-        from transformers import AutoProcessor, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        try:
-            processor = AutoProcessor.from_pretrained(path)
-            if hasattr(processor, "audio_processor"):
-                return processor
-        except (ImportError, OSError, ValueError, TypeError, AttributeError):
-            pass
         return SimpleNamespace(tokenizer=AutoTokenizer.from_pretrained(path))

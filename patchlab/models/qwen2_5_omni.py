@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .base import Adapter, Prompt
 from .tiny import TINY_TEXT, mark_random
@@ -39,9 +38,6 @@ class Qwen25OmniAdapter(Adapter):
         "vision_eos_token": "<|vision_eos|>",
     }
 
-    def audio_token_id(self, model: nn.Module, processor: Any) -> int:
-        return int(model.config.audio_token_id)
-
     def chat_text(self, prompt: Prompt) -> str:
         return (
             "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -49,21 +45,10 @@ class Qwen25OmniAdapter(Adapter):
             f"<|im_start|>assistant\n{prompt.prefix}"
         )
 
-    def load_processor(self, path: str) -> Any:
-        """The real Qwen2_5OmniProcessor when it can be built (it needs torchvision for its video part);
-        else its audio parts, used below exactly as the processor uses them."""
-        from transformers import AutoProcessor, AutoTokenizer, WhisperFeatureExtractor
-
-        try:
-            processor = AutoProcessor.from_pretrained(path)
-            if hasattr(processor, "feature_extractor"):
-                return processor
-        except (ImportError, AttributeError, OSError, ValueError, TypeError):
-            pass
-        return SimpleNamespace(
-            feature_extractor=WhisperFeatureExtractor.from_pretrained(path),
-            tokenizer=AutoTokenizer.from_pretrained(path),
-        )
+    def processor_parts(self, path: str) -> Any:
+        """Qwen2_5OmniProcessor needs torchvision for its video part; audio needs only these parts, used
+        below exactly as the processor uses them."""
+        return self.whisper_parts(path)
 
     def process(self, processor: Any, text: str, audio: np.ndarray, sampling_rate: int) -> dict[str, torch.Tensor]:
         if not isinstance(processor, SimpleNamespace):

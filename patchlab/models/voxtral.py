@@ -83,21 +83,6 @@ class VoxtralAdapter(Adapter):
         WhisperFeatureExtractor(feature_size=128).save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
 
-    def load_processor(self, path: str) -> Any:
-        """The real VoxtralProcessor where its mistral-common tokenizer is present, else its parts."""
-        from types import SimpleNamespace
-
-        from transformers import AutoTokenizer, WhisperFeatureExtractor
-
-        try:
-            from transformers import AutoProcessor
-
-            processor = AutoProcessor.from_pretrained(path)
-            if hasattr(processor, "feature_extractor"):
-                return processor
-        except (ImportError, OSError, ValueError, TypeError, AttributeError):
-            pass
-        return SimpleNamespace(
-            feature_extractor=WhisperFeatureExtractor.from_pretrained(path),
-            tokenizer=AutoTokenizer.from_pretrained(path),
-        )
+    def processor_parts(self, path: str) -> Any:
+        """Without mistral-common's tokenizer file: the feature extractor and tokenizer, laid out as Voxtral's."""
+        return self.whisper_parts(path)

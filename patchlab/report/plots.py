@@ -13,6 +13,13 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def lens_heatmap(matrix: pd.DataFrame, critical: dict[str, float], path: str | Path, title: str = "") -> Path:
     """Layers (rows) x position groups (columns) of information scores; a marker at each critical layer."""
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * matrix.shape[1] + 2), max(3.5, 0.22 * matrix.shape[0] + 1.5)))
@@ -28,11 +35,7 @@ def lens_heatmap(matrix: pd.DataFrame, critical: dict[str, float], path: str | P
     ax.legend(loc="upper right", fontsize=7)
     fig.colorbar(im, ax=ax, label="information score")
     ax.set_title(title or "logit lens: information score", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def patch_heatmap(
@@ -63,11 +66,7 @@ def patch_heatmap(
     ax.set_ylabel("layer")
     fig.colorbar(im, ax=ax, label=value)
     ax.set_title(title or value, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def region_curves(table: pd.DataFrame, value: str, path: str | Path, title: str = "") -> Path:
@@ -83,8 +82,4 @@ def region_curves(table: pd.DataFrame, value: str, path: str | Path, title: str 
     ax.set_ylabel(value)
     ax.legend(fontsize=8)
     ax.set_title(title or value, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
