@@ -54,7 +54,7 @@ def test_full_resid_pre_sweep_matches_peer(qwen, setup, peer):
     labels, pairs = setup
     p = pairs["swap"][1]
     ours = patch(qwen, [p], sweep(qwen.n_layers, p.clean.length), labels.token_ids, progress=False).table
-    ref = per_cell_sweep(qwen, p, "resid_pre", backend=peer)
+    ref = per_cell_sweep(qwen, p, "resid_pre", backend=peer).reshape(qwen.n_layers, p.clean.length, -1)
     clean_logits = record(qwen, p.clean, ["resid_pre"], [0]).final_logits[0]
     for la in range(qwen.n_layers):
         theirs = final_metrics(ref[la], labels.token_ids, p.label, clean_logits)

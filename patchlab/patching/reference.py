@@ -23,10 +23,10 @@ def per_cell_sweep(
     pair: Pair,
     site: str = "resid_pre",
     backend: str = "transformer_lens",
-    layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
+    cells: Sequence[tuple[int, int]] | None = None,
 ) -> torch.Tensor:
-    """Denoising sweep, one forward per cell: final-position logits (layers, positions, vocab)."""
+    """Denoising sweep, one forward per (layer, position) cell (all cells, layer-major, by default):
+    final-position logits (cells, vocab). The clean run is recorded once."""
     if pair.embed_noise is not None:
         raise PatchlabError("per-cell peer sweeps take input-level corruptions", "use swap, silence or text")
     if backend == "transformer_lens":
@@ -37,21 +37,19 @@ def per_cell_sweep(
         run_with_patch = _torch_patch
     else:
         raise PatchlabError(f"unknown peer {backend!r}", f"use one of {', '.join(PEERS)}")
-    layers = list(range(lalm.n_layers)) if layers is None else list(layers)
-    positions = list(range(pair.clean.length)) if positions is None else list(positions)
-    clean = record(lalm, pair.clean, [site], layers, device=None)
+    if cells is None:
+        cells = [(la, p) for la in range(lalm.n_layers) for p in range(pair.clean.length)]
+    clean = record(lalm, pair.clean, [site], sorted({la for la, _ in cells}), device=None)
     inputs = pair.corrupt.to(lalm.device, lalm.dtype).tensors
-    out = torch.empty(len(layers), len(positions), lalm.lm_head.weight.shape[0])
-    for i, la in enumerate(layers):
-        src = clean[(site, la)]
-        for j, p in enumerate(positions):
+    out = torch.empty(len(cells), lalm.lm_head.weight.shape[0])
+    for i, (la, p) in enumerate(cells):
 
-            def edit(act: torch.Tensor, src=src, p=p) -> torch.Tensor:
-                act = act.clone()
-                act[:, p] = src[:, p].to(act.dtype)
-                return act
+        def edit(act: torch.Tensor, src=clean[(site, la)], p=p) -> torch.Tensor:
+            act = act.clone()
+            act[:, p] = src[:, p].to(act.dtype)
+            return act
 
-            out[i, j] = run_with_patch(lalm, inputs, site, la, edit)[0, -1].float().cpu()
+        out[i] = run_with_patch(lalm, inputs, site, la, edit)[0, -1].float().cpu()
     return out
 
 
