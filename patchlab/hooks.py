@@ -149,12 +149,48 @@ def layer_inputs(lalm: HookedLALM, out: dict[str, Any]) -> Iterator[None]:
         handle.remove()
 
 
-def run_from_layer(lalm: HookedLALM, resid: torch.Tensor, start: int, layer_kwargs: dict[str, Any]) -> torch.Tensor:
+class PrefixKV:
+    """Keys and values of positions [0, p0) from a recorded run, served to attention as its cache.
+
+    Positions before the first patched one cannot change (attention is causal), so a patched forward
+    computes only positions p0.. and attends to these cached prefix keys/values.
+    """
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], p0: int, rows: int) -> None:
+        self.k = [k[..., :p0, :].expand(rows, -1, -1, -1) for k in keys]
+        self.v = [v[..., :p0, :].expand(rows, -1, -1, -1) for v in values]
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any):
+        return torch.cat([self.k[layer_idx], key], dim=-2), torch.cat([self.v[layer_idx], value], dim=-2)
+
+
+def suffix_kwargs(layer_kwargs: dict[str, Any], p0: int, length: int, dtype: torch.dtype) -> dict[str, Any]:
+    """Decoder-layer arguments for positions p0..length-1 only (rotary tables, positions, causal mask)."""
+    kw = dict(layer_kwargs)
+    if "position_embeddings" in kw and kw["position_embeddings"] is not None:
+        kw["position_embeddings"] = tuple(t[..., p0:, :] for t in kw["position_embeddings"])
+    for name in ("position_ids", "cache_position"):
+        if isinstance(kw.get(name), torch.Tensor):
+            kw[name] = kw[name][..., p0:]
+    mask = kw.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.dim() == 4:
+        kw["attention_mask"] = mask[:, :, p0:, :]
+    else:  # SDPA's implicit causal mask does not hold for a suffix: make it explicit
+        full = torch.full((length - p0, length), torch.finfo(dtype).min, dtype=dtype)
+        kw["attention_mask"] = torch.triu(full, diagonal=p0 + 1)[None, None]
+    return kw
+
+
+def run_from_layer(
+    lalm: HookedLALM, resid: torch.Tensor, start: int, layer_kwargs: dict[str, Any], prefix: PrefixKV | None = None
+) -> torch.Tensor:
     """Resume the decoder at layer `start` from residual `resid` (batch, pos, d); returns the last layer's output.
 
-    Hooks registered with `hooked` fire as in a full forward; layers below `start` are skipped.
+    Hooks registered with `hooked` fire as in a full forward; layers below `start` are skipped. With
+    `prefix`, `resid` holds only the positions after the prefix, which attention reads from the cache.
     """
     h = resid
+    kwargs = layer_kwargs if prefix is None else {**layer_kwargs, "cache": prefix}
     for layer in lalm.layers[start:]:
-        h = _first(layer(h, **layer_kwargs))
+        h = _first(layer(h, **kwargs))
     return h

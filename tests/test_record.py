@@ -23,6 +23,8 @@ def test_hook_paths_agree(qwen, batch, backend):
     assert set(ours.acts) == {(s, la) for s in RECORD_SITES for la in range(qwen.n_layers)}
     assert ours.max_abs_diff(theirs) <= 1e-5
     assert (ours.final_logits - theirs.final_logits).abs().max() <= 1e-5
+    # the peer wraps its own copy: patchlab's model keeps transformers' own modules
+    assert type(qwen.layers[0].self_attn).__module__.startswith("transformers.")
 
 
 def test_residual_identities_hold(qwen, batch):

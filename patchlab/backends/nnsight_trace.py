@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,12 +17,13 @@ _ORDER = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
 
 
 def wrapped(lalm: HookedLALM) -> Any:
+    """nnsight's wrapper around a copy of the model (so nothing nnsight does can touch patchlab's)."""
     if id(lalm.model) not in _WRAPPED:
         try:
             from nnsight import NNsight
         except ImportError as e:
             raise PatchlabError("nnsight is not installed", "pip install 'patchlab[peers]'") from e
-        _WRAPPED[id(lalm.model)] = NNsight(lalm.model)
+        _WRAPPED[id(lalm.model)] = NNsight(copy.deepcopy(lalm.model))
     return _WRAPPED[id(lalm.model)]
 
 

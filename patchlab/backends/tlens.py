@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,7 +22,11 @@ _BRIDGES: dict[int, Any] = {}
 
 
 def bridge(lalm: HookedLALM) -> Any:
-    """Wrap the in-memory model in a TransformerBridge (cached per model)."""
+    """Wrap a copy of the in-memory model in a TransformerBridge (cached per model).
+
+    The bridge replaces the model's attention modules in place, so it gets its own copy: patchlab's
+    model stays as transformers built it, and the two paths stay independent.
+    """
     if id(lalm.model) not in _BRIDGES:
         try:
             from transformer_lens.model_bridge import TransformerBridge
@@ -29,7 +34,7 @@ def bridge(lalm: HookedLALM) -> Any:
             raise PatchlabError("transformer-lens is not installed", "pip install 'patchlab[peers]'") from e
         try:
             _BRIDGES[id(lalm.model)] = TransformerBridge.boot_transformers(
-                lalm.source, hf_model=lalm.model, tokenizer=lalm.tokenizer
+                lalm.source, hf_model=copy.deepcopy(lalm.model), tokenizer=lalm.tokenizer
             )
         except Exception as e:  # the bridge has no adapter for this architecture
             raise PatchlabError(

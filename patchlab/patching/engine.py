@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..cache import ActivationCache
 from ..corrupt import Pair
-from ..hooks import Edit, hooked, layer_inputs, run_from_layer
+from ..hooks import Edit, PrefixKV, hooked, layer_inputs, run_from_layer, suffix_kwargs
 from ..metrics import METRICS, final_metrics, restoration
 from ..models.base import HookedLALM
 from ..record import record
@@ -56,6 +56,15 @@ class _Runs:
     clean: ActivationCache
     corrupt: ActivationCache
     layer_kwargs: dict
+    kv: dict = field(default_factory=dict)  # "clean"/"corrupt" -> (keys, values) per layer, made on first use
+
+
+def run_kv(lalm: HookedLALM, pair: Pair, which: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per-layer attention keys and values of the clean or corrupted run (for prefix reuse)."""
+    batch, noise = (pair.clean, None) if which == "clean" else (pair.corrupt, pair.embed_noise)
+    with torch.no_grad(), embed_noise(lalm, noise):
+        cache = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True).cache
+    return [la.keys for la in cache.layers], [la.values for la in cache.layers]
 
 
 def record_pair(lalm: HookedLALM, pair: Pair, sites: set[str]) -> _Runs:
@@ -68,18 +77,23 @@ def record_pair(lalm: HookedLALM, pair: Pair, sites: set[str]) -> _Runs:
     return _Runs(clean, corrupt, kw["kwargs"])
 
 
-def _edits(specs: Sequence[PatchSpec], pair: Pair, donor: ActivationCache, device: torch.device) -> dict:
-    """One edit per (site, layer): rows of the batch whose spec patches there take the donor's activation."""
+def _edits(
+    specs: Sequence[PatchSpec], pair: Pair, donor: ActivationCache, device: torch.device, offset: int = 0
+) -> dict:
+    """One edit per (site, layer): rows of the batch whose spec patches there take the donor's activation.
+
+    With `offset`, the forward holds positions offset.. only, and masks and sources are cut to match.
+    """
     by_key: dict[tuple[str, int], list[tuple[int, PatchSpec]]] = defaultdict(list)
     for row, s in enumerate(specs):
         by_key[(s.site, s.layer)].append((row, s))
     regions = pair.clean.regions[0]
     edits: dict[tuple[str, int], Edit] = {}
     for key, rows in by_key.items():
-        src = donor[key]
+        src = donor[key][:, offset:]
         mask = torch.zeros((len(specs), *src.shape[1:-1]), dtype=torch.bool, device=device)
         for row, s in rows:
-            pos = list(s.resolve(regions))
+            pos = [p - offset for p in s.resolve(regions)]
             if s.head is None:
                 mask[row, pos] = True
             else:
@@ -96,13 +110,23 @@ def _run_chunk(lalm: HookedLALM, pair: Pair, runs: _Runs, specs: Sequence[PatchS
     """Final-position logits (len(specs), vocab) with each spec applied to its own batch row."""
     direction = specs[0].direction
     base, donor = (runs.corrupt, runs.clean) if direction == "denoise" else (runs.clean, runs.corrupt)
-    edits = _edits(specs, pair, donor, lalm.device)
-    n = len(specs)
+    n, length = len(specs), pair.clean.length
+    regions = pair.clean.regions[0]
+    # positions before the first patched one cannot change: compute only the suffix, reading prefix keys/values
+    p0 = min(min(s.resolve(regions)) for s in specs) if skip else 0
+    kwargs, prefix = runs.layer_kwargs, None
+    if p0 > 0:
+        which = "corrupt" if direction == "denoise" else "clean"
+        if which not in runs.kv:
+            runs.kv[which] = run_kv(lalm, pair, which)
+        prefix = PrefixKV(*runs.kv[which], p0, n)
+        kwargs = suffix_kwargs(runs.layer_kwargs, p0, length, lalm.dtype)
+    edits = _edits(specs, pair, donor, lalm.device, offset=p0)
     with torch.no_grad(), hooked(lalm, edits=edits):
         if skip:
             start = min(s.layer for s in specs)
-            h0 = base[("resid_pre", start)].expand(n, -1, -1).contiguous()
-            return lalm.unembed(run_from_layer(lalm, h0, start, runs.layer_kwargs)[:, -1]).float()
+            h0 = base[("resid_pre", start)][:, p0:].expand(n, -1, -1).contiguous()
+            return lalm.unembed(run_from_layer(lalm, h0, start, kwargs, prefix)[:, -1]).float()
         batch = (pair.corrupt if direction == "denoise" else pair.clean).repeat(n)
         noise = pair.embed_noise if direction == "denoise" else None
         with embed_noise(lalm, noise):
