@@ -5,8 +5,8 @@
 
 patchlab runs the whole layer x position sweep. The peers run one forward per cell, as their helpers do;
 they are timed on `--peer-cells` cells spread over the grid and their per-cell time is multiplied out to
-the full sweep (said so in the table). The floor is the arithmetic the sweep must do (each cell from its
-layer up, at the matmul rate measured on this machine), divided by the number of cells.
+the full sweep (said so in the table). The floor is the arithmetic the sweep must do (cell (l, p) from
+layer l up and from position p on, at the matmul rate measured on this machine), divided by the cells.
 """
 
 from __future__ import annotations
@@ -83,13 +83,14 @@ def matmul_rate(device: str, dtype: torch.dtype) -> float:
 
 
 def sweep_flops(lalm: HookedLALM, length: int) -> float:
-    """FLOPs a resid_pre sweep must do: each cell runs the layers from its own up, for every position."""
+    """FLOPs a resid_pre sweep must do: cell (l, p) runs layers l.. on positions p.. (earlier ones cannot change)."""
     tc = lalm.model.config.text_config
     d, f, kv = tc.hidden_size, tc.intermediate_size, tc.num_key_value_heads * (tc.hidden_size // tc.num_attention_heads)
     per_layer_token = 2 * (2 * d * d + 2 * d * kv + 3 * d * f) + 4 * length * d  # projections + attention
     n = lalm.n_layers
     layers_run = sum(n - la for la in range(n))  # a cell at layer l runs layers l..n-1
-    return layers_run * length * (per_layer_token * length) + n * length * 2 * d * 1  # + final-position head (tiny)
+    positions_run = length * (length + 1) // 2  # sum over p of (length - p)
+    return layers_run * positions_run * per_layer_token
 
 
 def sync(device: str) -> None:
@@ -137,7 +138,7 @@ def main() -> None:
     sync(device)
     ours = time.perf_counter() - t
     assert len(res.table) == cells
-    rows.append(("patchlab (batched, layer-skipping)", ours / cells, ours, "full sweep", peak_mb(device)))
+    rows.append(("patchlab (batched, layer skip, prefix reuse)", ours / cells, ours, "full sweep", peak_mb(device)))
 
     step = max(1, cells // args.peer_cells)
     grid = [(i // length, i % length) for i in range(0, cells, step)][: args.peer_cells]
