@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .base import Adapter, Prompt
-from .tiny import TINY_TEXT, mark_random
+from .tiny import TINY_TEXT, TINY_WHISPER, mark_random
 
 
 class Qwen25OmniAdapter(Adapter):
@@ -78,16 +78,7 @@ class Qwen25OmniAdapter(Adapter):
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
         )
         cfg = Qwen2_5OmniThinkerConfig(
-            audio_config=dict(
-                d_model=32,
-                encoder_layers=2,
-                encoder_attention_heads=2,
-                encoder_ffn_dim=64,
-                num_mel_bins=128,
-                max_source_positions=1500,
-                output_dim=64,
-                n_window=100,
-            ),
+            audio_config=dict(TINY_WHISPER, output_dim=64, n_window=100),
             vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64),
             text_config=text,
             audio_token_index=ids["<|AUDIO|>"],

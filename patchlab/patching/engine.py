@@ -22,7 +22,7 @@ from ..hooks import Edit, PrefixKV, hooked, layer_inputs, run_from_layer, suffix
 from ..metrics import METRICS, final_metrics, restoration
 from ..models.base import HookedLALM
 from ..record import record
-from .spec import PatchSpec
+from .spec import DIRECTIONS, PatchSpec
 
 
 @dataclass
@@ -133,6 +133,11 @@ def _run_chunk(lalm: HookedLALM, pair: Pair, runs: _Runs, specs: Sequence[PatchS
             return lalm.forward(batch)[:, -1].float()
 
 
+def _by_direction(specs: Sequence[PatchSpec]) -> list[list[PatchSpec]]:
+    """Specs split by direction (a forward patches one run), high layers first so chunks skip the most."""
+    return [sorted((s for s in specs if s.direction == d), key=lambda s: (-s.layer, s.site)) for d in DIRECTIONS]
+
+
 def patch(
     lalm: HookedLALM,
     pairs: Sequence[Pair],
@@ -149,28 +154,22 @@ def patch(
     (the reference path the fast one is tested against).
     """
     rows: list[dict] = []
-    work = [(p, list(spec_fn(p) if spec_fn else specs)) for p in pairs]
-    total = sum(-(-len(s) // max_batch) for _, s in work)
+    work = [(p, _by_direction(spec_fn(p) if spec_fn else specs)) for p in pairs]
+    total = sum(-(-len(g) // max_batch) for _, groups in work for g in groups)
     bar = tqdm(total=total, desc="patching", unit="fwd", disable=not progress)
-    for pair, pair_specs in work:
-        runs = record_pair(lalm, pair, {s.site for s in pair_specs})
+    for pair, groups in work:
+        runs = record_pair(lalm, pair, {s.site for g in groups for s in g})
         ref = {}
         for name, run in (("clean", runs.clean), ("corrupt", runs.corrupt)):
             m = final_metrics(run.final_logits, label_ids, pair.label, runs.clean.final_logits)
             ref[name] = {k: float(v[0]) for k, v in m.items()}
-        # high layers first: chunks of similar layers start late and skip the most
-        order = sorted(pair_specs, key=lambda s: (s.direction, -s.layer, s.site))
-        for i in range(0, len(order), max_batch):
-            chunk = order[i : i + max_batch]
-            if any(c.direction != chunk[0].direction for c in chunk):
-                chunk_groups = [[c for c in chunk if c.direction == d] for d in ("denoise", "noise")]
-            else:
-                chunk_groups = [chunk]
-            for group in (g for g in chunk_groups if g):
-                logits = _run_chunk(lalm, pair, runs, group, skip_layers)
+        for group in groups:
+            for i in range(0, len(group), max_batch):
+                chunk = group[i : i + max_batch]
+                logits = _run_chunk(lalm, pair, runs, chunk, skip_layers)
                 met = final_metrics(logits, label_ids, pair.label, runs.clean.final_logits.to(logits.device))
                 rest = {k: restoration(met[k], ref["clean"][k], ref["corrupt"][k]) for k in METRICS}
-                for r, s in enumerate(group):
+                for r, s in enumerate(chunk):
                     row = {
                         "sample": pair.sample,
                         "layer": s.layer,
@@ -185,7 +184,7 @@ def patch(
                     row.update({f"clean_{k}": ref["clean"][k] for k in METRICS})
                     row.update({f"corrupt_{k}": ref["corrupt"][k] for k in METRICS})
                     rows.append(row)
-            bar.update(1)
+                bar.update(1)
     bar.close()
     meta = {"corruptions": {p.sample: p.corruption for p in pairs}, "skip_layers": skip_layers, "max_batch": max_batch}
     return PatchResult(pd.DataFrame(rows), meta)
