@@ -46,13 +46,14 @@ def make_pair(
     seed: int = 0,
     noise_scale: float = 3.0,
     cue: tuple[str, str] | None = None,
+    prompt: Prompt | None = None,
 ) -> Pair:
-    """Build the (clean, corrupted) pair of one sample under corruption `kind`."""
+    """Build the (clean, corrupted) pair of one sample under corruption `kind` (`prompt` overrides the format's)."""
     if kind not in CORRUPTIONS:
         raise PatchlabError(f"unknown corruption {kind!r}", f"use one of {', '.join(CORRUPTIONS)}")
     rng = np.random.default_rng([seed, int.from_bytes(sample.id.encode()[:8].ljust(8, b"\0"), "little")])
     wave = load_audio(sample.path, lalm.sampling_rate)
-    prompt = build_prompt(sample, fmt)
+    prompt = prompt or build_prompt(sample, fmt)
     clean = _prepare(lalm, wave, prompt, sample)
     info: dict[str, Any] = {"kind": kind, "seed": seed}
     noise = None

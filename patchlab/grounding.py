@@ -76,8 +76,13 @@ def grounding(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    drop_unchanged: bool = False,
 ) -> GroundingResult:
-    """Grounding statistics from a denoising patch table holding the audio, text and final regions per layer."""
+    """Grounding statistics from a denoising patch table holding the audio, text and final regions per layer.
+
+    Samples whose corruption left the metric unchanged make restoration undefined: an error, or with
+    `drop_unchanged` they are left out and counted in overall["dropped"].
+    """
     col = f"{metric}_restored"
     t = table[(table["direction"] == "denoise") & table["position"].isin(REGIONS)]
     missing = set(REGIONS) - set(t["position"])
@@ -87,7 +92,13 @@ def grounding(
             "patch with patchlab.patching.region_specs(n_layers, ('audio', 'text', 'final'))",
         )
     same = t[np.isclose(t[f"clean_{metric}"], t[f"corrupt_{metric}"], atol=1e-9)]["sample"].unique()
-    if len(same):
+    if len(same) and drop_unchanged:
+        t = t[~t["sample"].isin(same)]
+        if t.empty:
+            raise PatchlabError(
+                f"the corruption changed {metric} for none of the {len(same)} samples", "use another corruption"
+            )
+    elif len(same):
         raise PatchlabError(
             f"clean and corrupted runs give the same {metric} for {', '.join(map(str, same[:3]))}: the corruption "
             "changed nothing, so restoration (patched - corrupt) / (clean - corrupt) is undefined",
@@ -114,7 +125,7 @@ def grounding(
     )
     over = per.groupby("sample", as_index=False)[["delta_audio", "delta_text", "delta_final", "share"]].mean()
     overall = _summarize(over, tol, n_boot, level, rng)
-    overall.update(metric=metric, tol=tol, level=level, n_boot=n_boot, seed=seed)
+    overall.update(metric=metric, tol=tol, level=level, n_boot=n_boot, seed=seed, dropped=len(same))
     return GroundingResult(per, per_layer, overall, metric, tol)
 
 

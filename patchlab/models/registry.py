@@ -12,6 +12,7 @@ from ..errors import PatchlabError
 from .audioflamingo3 import AudioFlamingo3Adapter
 from .base import Adapter, HookedLALM
 from .granite_speech import GraniteSpeechAdapter
+from .mini import MiniAdapter
 from .qwen2_5_omni import Qwen25OmniAdapter
 from .qwen2_audio import Qwen2AudioAdapter
 from .voxtral import VoxtralAdapter
@@ -24,6 +25,7 @@ ADAPTERS: dict[str, Adapter] = {
         AudioFlamingo3Adapter(),
         Qwen25OmniAdapter(),
         GraniteSpeechAdapter(),
+        MiniAdapter(),
     )
 }
 
@@ -64,7 +66,11 @@ def load(
     device_map: Any = None,
     attn_implementation: str = "sdpa",
 ) -> HookedLALM:
-    """Load a checkpoint (local directory or hub id) with its real processor, wrapped as a HookedLALM."""
+    """Load a checkpoint (local directory, hub id, or "patchlab-mini") with its real processor, as a HookedLALM."""
+    if str(path_or_id) == "patchlab-mini":
+        from ..mini.build import build
+
+        path_or_id = build()  # converts the parts and assembles the checkpoint on first use
     path = Path(path_or_id)
     cfg_file = path / "config.json"
     if path.exists() and not cfg_file.exists():

@@ -1,4 +1,4 @@
-"""PNG plots: information-score heatmaps with critical layers, patching heatmaps with region boundaries."""
+"""PNG plots: information-score heatmaps with critical layers, patching heatmaps and curves, grounding bands."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -82,4 +83,25 @@ def region_curves(table: pd.DataFrame, value: str, path: str | Path, title: str 
     ax.set_ylabel(value)
     ax.legend(fontsize=8)
     ax.set_title(title or value, fontsize=10)
+    return _save(fig, path)
+
+
+def grounding_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Delta_audio, Delta_text, Delta_final and the share S against layer, each with its confidence band."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    for col, label in (("delta_audio", "Δ audio"), ("delta_text", "Δ text"), ("delta_final", "Δ final")):
+        ax.plot(per_layer["layer"], per_layer[col], marker="o", ms=3, label=label)
+        ax.fill_between(per_layer["layer"], per_layer[f"{col}_lo"], per_layer[f"{col}_hi"], alpha=0.2)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("normalized restoration")
+    ax.legend(fontsize=8)
+    bx.plot(per_layer["layer"], per_layer["share"], marker="o", ms=3, color="purple", label="S (audio share)")
+    bx.fill_between(per_layer["layer"], per_layer["share_lo"], per_layer["share_hi"], alpha=0.2, color="purple")
+    bx.axhline(0, color="grey", lw=0.5)
+    bx.set_ylim(-1.05, 1.05)
+    bx.set_xlabel("layer")
+    bx.set_ylabel("S = Δa / (|Δa| + |Δt|)")
+    bx.legend(fontsize=8)
+    fig.suptitle(title or "grounding", fontsize=10)
     return _save(fig, path)

@@ -1,0 +1,384 @@
+"""Synthetic labelled training audio in SAKURA's layout: espeak-ng and Festival speech, GCompris animal sounds.
+
+patchlab-mini trains on this, never on SAKURA (which stays for evaluation). Needs the Debian packages espeak-ng,
+festival with its voices (festvox-kallpc16k, festvox-us-slt-hts, festvox-italp16k, festvox-itapc16k,
+festvox-czech-dita, festvox-czech-machac, festvox-suopuhe-lj, festvox-suopuhe-mv) and gcompris-qt-data.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+import struct
+import subprocess
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+from tqdm.auto import tqdm
+
+from ..errors import PatchlabError
+from ..io import write_atomic
+from .synth import HEADER
+
+RATE = 16000
+LANGUAGES = {  # SAKURA label -> (espeak-ng voice, sentences)
+    "English": (
+        "en-us",
+        [
+            "The weather is lovely today.",
+            "I am going to the market this afternoon.",
+            "Could you please close the window?",
+            "My brother plays football every weekend.",
+            "We had a wonderful dinner with our friends.",
+            "The train to the city leaves at nine.",
+            "She reads a book before going to sleep.",
+            "This coffee is too hot to drink.",
+            "Our teacher told us a funny story.",
+            "The children are playing in the garden.",
+        ],
+    ),
+    "German": (
+        "de",
+        [
+            "Das Wetter ist heute sehr schön.",
+            "Ich gehe heute Nachmittag auf den Markt.",
+            "Könnten Sie bitte das Fenster schließen?",
+            "Mein Bruder spielt jedes Wochenende Fußball.",
+            "Wir hatten ein wunderbares Abendessen mit Freunden.",
+            "Der Zug in die Stadt fährt um neun Uhr.",
+            "Sie liest ein Buch, bevor sie schlafen geht.",
+            "Dieser Kaffee ist zu heiß zum Trinken.",
+            "Unser Lehrer hat uns eine lustige Geschichte erzählt.",
+            "Die Kinder spielen im Garten.",
+        ],
+    ),
+    "Spanish": (
+        "es",
+        [
+            "Hoy hace un tiempo estupendo.",
+            "Esta tarde voy al mercado.",
+            "¿Podría cerrar la ventana, por favor?",
+            "Mi hermano juega al fútbol todos los fines de semana.",
+            "Tuvimos una cena maravillosa con nuestros amigos.",
+            "El tren a la ciudad sale a las nueve.",
+            "Ella lee un libro antes de dormir.",
+            "Este café está demasiado caliente.",
+            "Nuestro profesor nos contó una historia divertida.",
+            "Los niños juegan en el jardín.",
+        ],
+    ),
+    "French": (
+        "fr-fr",
+        [
+            "Il fait très beau aujourd'hui.",
+            "Je vais au marché cet après-midi.",
+            "Pourriez-vous fermer la fenêtre, s'il vous plaît ?",
+            "Mon frère joue au football chaque week-end.",
+            "Nous avons fait un excellent dîner avec nos amis.",
+            "Le train pour la ville part à neuf heures.",
+            "Elle lit un livre avant de dormir.",
+            "Ce café est trop chaud pour être bu.",
+            "Notre professeur nous a raconté une histoire drôle.",
+            "Les enfants jouent dans le jardin.",
+        ],
+    ),
+    "Italian": (
+        "it",
+        [
+            "Oggi il tempo è bellissimo.",
+            "Questo pomeriggio vado al mercato.",
+            "Potrebbe chiudere la finestra, per favore?",
+            "Mio fratello gioca a calcio ogni fine settimana.",
+            "Abbiamo fatto una cena meravigliosa con gli amici.",
+            "Il treno per la città parte alle nove.",
+            "Lei legge un libro prima di dormire.",
+            "Questo caffè è troppo caldo da bere.",
+            "Il nostro insegnante ci ha raccontato una storia divertente.",
+            "I bambini giocano in giardino.",
+        ],
+    ),
+    "Japanese": (
+        "ja",
+        [
+            "きょうは とても いい てんき です。",
+            "ごご は いちば に いきます。",
+            "まど を しめて ください。",
+            "あに は まいしゅう サッカー を します。",
+            "ともだち と すてきな ゆうしょく を たべました。",
+            "まち へ の でんしゃ は くじ に でます。",
+            "かのじょ は ねる まえに ほん を よみます。",
+            "この コーヒー は あつすぎます。",
+            "せんせい が おもしろい はなし を しました。",
+            "こどもたち が にわ で あそんで います。",
+        ],
+    ),
+    "Korean": (
+        "ko",
+        [
+            "오늘은 날씨가 정말 좋습니다.",
+            "오늘 오후에 시장에 갑니다.",
+            "창문 좀 닫아 주시겠어요?",
+            "우리 형은 주말마다 축구를 합니다.",
+            "친구들과 멋진 저녁을 먹었습니다.",
+            "시내로 가는 기차는 아홉 시에 떠납니다.",
+            "그녀는 자기 전에 책을 읽습니다.",
+            "이 커피는 너무 뜨겁습니다.",
+            "선생님이 재미있는 이야기를 해 주셨습니다.",
+            "아이들이 정원에서 놀고 있습니다.",
+        ],
+    ),
+    "Chinese": (
+        "cmn",
+        [
+            "今天天气非常好。",
+            "我今天下午去市场。",
+            "请你把窗户关上好吗？",
+            "我哥哥每个周末都踢足球。",
+            "我们和朋友吃了一顿很棒的晚饭。",
+            "去城里的火车九点出发。",
+            "她睡觉前看书。",
+            "这杯咖啡太烫了。",
+            "我们的老师给我们讲了一个有趣的故事。",
+            "孩子们在花园里玩。",
+        ],
+    ),
+}
+ESPEAK_VARIANTS = {"female": ["f1", "f2", "f3", "f4", "f5"], "male": ["m1", "m2", "m3", "m4", "m5", "m6", "m7"]}
+FESTIVAL_VOICES = {  # voice -> (gender, language label or None, text encoding); F0 checked: F 161-220 Hz, M 76-121 Hz
+    "cmu_us_slt_arctic_hts": ("female", "English", "latin-1"),
+    "kal_diphone": ("male", "English", "latin-1"),
+    "lp_diphone": ("female", "Italian", "latin-1"),
+    "pc_diphone": ("male", "Italian", "latin-1"),
+    "czech_dita": ("female", None, "iso-8859-2"),
+    "czech_machac": ("male", None, "iso-8859-2"),
+    "suo_fi_lj_diphone": ("female", None, "latin-1"),
+    "hy_fi_mv_diphone": ("male", None, "latin-1"),
+}
+FESTIVAL_TEXT = {
+    "czech_dita": ["Dnes je krásné počasí.", "Odpoledne půjdu na trh.", "Můj bratr hraje fotbal každý víkend."],
+    "czech_machac": ["Dnes je krásné počasí.", "Odpoledne půjdu na trh.", "Můj bratr hraje fotbal každý víkend."],
+    "suo_fi_lj_diphone": ["Tänään on kaunis sää.", "Menen iltapäivällä torille.", "Veljeni pelaa jalkapalloa."],
+    "hy_fi_mv_diphone": ["Tänään on kaunis sää.", "Menen iltapäivällä torille.", "Veljeni pelaa jalkapalloa."],
+}
+ANIMALS = {  # SAKURA label -> sounds inside GCompris' Qt resources (rooster and crow have none there)
+    "dog": [
+        "explore_farm_animals/resource/animals/dog.ogg",
+        "memory-sound/resource/LRBark_1_LA_cut.ogg",
+        "memory-sound/resource/LRBark_3_LA_cut.ogg",
+    ],
+    "cat": ["explore_farm_animals/resource/animals/cat.ogg"],
+    "cow": ["explore_farm_animals/resource/animals/cow.ogg"],
+    "sheep": ["explore_farm_animals/resource/animals/sheep.ogg"],
+    "pig": ["explore_farm_animals/resource/animals/pig.ogg"],
+    "hen": ["explore_farm_animals/resource/animals/chickens.ogg"],
+    "frog": ["memory-sound/resource/LRFrogsInPondDuringStormLACut.ogg"],
+}
+GCOMPRIS_RCC = Path("/usr/share/gcompris-qt/rcc")
+QUESTIONS = {
+    "Gender": [
+        "What is the speaker's gender in this audio?",
+        "Identify the gender of the speaker.",
+        "Is the voice in this clip female or male? Choose from the options.",
+    ],
+    "Language": [
+        "Which language is spoken in this audio?",
+        "Determine the language of the provided speech.",
+        "Listen to the speaker and select the language they are using.",
+    ],
+    "Animal": [
+        "Which animal makes the sound in this audio?",
+        "Identify the animal you hear in the recording.",
+        "Which of these animals most likely produced this sound?",
+    ],
+}
+
+
+@dataclass
+class Clip:
+    audio: np.ndarray
+    labels: dict[str, str]  # track -> label
+    source: str
+
+
+def _require(tool: str, package: str) -> None:
+    if shutil.which(tool) is None:
+        raise PatchlabError(f"{tool} is not installed", f"install the Debian package: apt-get install {package}")
+
+
+def _read(path: Path) -> np.ndarray:
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    x = x.mean(1)
+    return resample_poly(x, RATE, sr).astype(np.float32) if sr != RATE else x
+
+
+def espeak(text: str, voice: str, pitch: int, speed: int) -> np.ndarray:
+    """One utterance from espeak-ng (voice like 'de+f3'), at 16 kHz."""
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", f.name, text],
+            check=True,
+            capture_output=True,
+        )
+        return _read(Path(f.name))
+
+
+def festival(text: str, voice: str, encoding: str) -> np.ndarray:
+    """One utterance from a Festival voice (text2wave), at 16 kHz."""
+    with tempfile.TemporaryDirectory() as d:
+        src, out = Path(d) / "in.txt", Path(d) / "out.wav"
+        src.write_bytes(text.encode(encoding, errors="replace"))
+        subprocess.run(
+            ["text2wave", "-eval", f"(voice_{voice})", "-o", str(out), str(src)], check=True, capture_output=True
+        )
+        return _read(out)
+
+
+def rcc_files(path: Path) -> dict[str, bytes]:
+    """Files inside a Qt binary resource (.rcc): Qt's tree of names, flags and (zlib-compressed) data."""
+    b = path.read_bytes()
+    if b[:4] != b"qres":
+        raise PatchlabError(f"{path} is not a Qt resource file", "reinstall gcompris-qt-data")
+    version, tree, data, names = struct.unpack(">IIII", b[4:20])
+    node = 22 if version >= 2 else 14
+    out: dict[str, bytes] = {}
+
+    def name(off: int) -> str:
+        (n,) = struct.unpack(">H", b[names + off : names + off + 2])
+        return b[names + off + 6 : names + off + 6 + 2 * n].decode("utf-16-be")
+
+    def walk(i: int, prefix: str) -> None:
+        p = tree + i * node
+        noff, flags = struct.unpack(">IH", b[p : p + 6])
+        here = prefix + (name(noff) if i else "")
+        if flags & 2:  # directory
+            count, first = struct.unpack(">II", b[p + 6 : p + 14])
+            for c in range(first, first + count):
+                walk(c, here + "/")
+            return
+        (doff,) = struct.unpack(">I", b[p + 10 : p + 14])
+        (size,) = struct.unpack(">I", b[data + doff : data + doff + 4])
+        raw = b[data + doff + 4 : data + doff + 4 + size]
+        out[here] = zlib.decompress(raw[4:]) if flags & 1 else raw
+
+    walk(0, "")
+    return out
+
+
+def animal_sounds() -> dict[str, list[np.ndarray]]:
+    """GCompris' animal recordings for the SAKURA labels it has, at 16 kHz."""
+    out: dict[str, list[np.ndarray]] = {}
+    cache: dict[str, dict[str, bytes]] = {}
+    for label, files in ANIMALS.items():
+        for f in files:
+            activity = f.split("/")[0]
+            rcc = GCOMPRIS_RCC / f"{activity}.rcc"
+            if not rcc.exists():
+                raise PatchlabError(f"{rcc} not found", "install the Debian package: apt-get install gcompris-qt-data")
+            cache.setdefault(activity, rcc_files(rcc))
+            raw = cache[activity][f"/gcompris/src/activities/{f}"]
+            with tempfile.NamedTemporaryFile(suffix=".ogg") as tmp:
+                tmp.write(raw)
+                tmp.flush()
+                out.setdefault(label, []).append(_read(Path(tmp.name)))
+    return out
+
+
+def augment(x: np.ndarray, rng: np.random.Generator, max_seconds: float = 8.0) -> np.ndarray:
+    """Random crop, speed (resampling, so pitch too, within +-8%), gain and background noise at 15-40 dB SNR."""
+    n = int(max_seconds * RATE)
+    if len(x) > n:
+        start = rng.integers(0, len(x) - n)
+        x = x[start : start + n]
+    factor = rng.uniform(0.92, 1.08)
+    x = resample_poly(x, 100, int(round(100 * factor))).astype(np.float32)
+    x = x / (np.abs(x).max() + 1e-8) * rng.uniform(0.3, 0.9)
+    snr = rng.uniform(15, 40)
+    noise = rng.standard_normal(len(x)).astype(np.float32) * np.sqrt((x**2).mean() / 10 ** (snr / 10))
+    return np.clip(x + noise, -1, 1).astype(np.float32)
+
+
+def speech_clips(per_language: int, rng: np.random.Generator) -> list[Clip]:
+    """espeak-ng in SAKURA's 8 languages (female and male variants, varied pitch and rate) plus Festival voices."""
+    _require("espeak-ng", "espeak-ng")
+    clips = []
+    for language, (voice, sentences) in LANGUAGES.items():
+        for i in range(per_language):
+            gender = "female" if i % 2 == 0 else "male"
+            variant = rng.choice(ESPEAK_VARIANTS[gender])
+            pitch = int(rng.integers(35, 75))
+            speed = int(rng.integers(130, 190))
+            text = " ".join(rng.choice(sentences, size=2, replace=False))
+            audio = espeak(text, f"{voice}+{variant}", pitch, speed)
+            clips.append(
+                Clip(
+                    augment(audio, rng),
+                    {"Gender": gender, "Language": language},
+                    f"espeak-ng {voice}+{variant} p{pitch} s{speed}",
+                )
+            )
+    if shutil.which("text2wave"):
+        for voice, (gender, language, encoding) in FESTIVAL_VOICES.items():
+            texts = LANGUAGES[language][1] if language else FESTIVAL_TEXT[voice]
+            for text in texts[: max(3, per_language // 4)]:
+                labels = {"Gender": gender} | ({"Language": language} if language else {})
+                clips.append(Clip(augment(festival(text, voice, encoding), rng), labels, f"festival {voice}"))
+    return clips
+
+
+def animal_clips(per_label: int, rng: np.random.Generator) -> list[Clip]:
+    """Augmented copies (crop, speed, gain, noise) of GCompris' animal recordings."""
+    clips = []
+    for label, sounds in animal_sounds().items():
+        for i in range(per_label):
+            clips.append(Clip(augment(sounds[i % len(sounds)], rng, 6.0), {"Animal": label}, f"gcompris {label}"))
+    return clips
+
+
+def _question(track: str, label: str, labels: list[str], rng: np.random.Generator) -> tuple[str, str]:
+    """A SAKURA-style single-hop question with up to 4 shuffled options, and its '(x) Option' answer."""
+    foils = [x for x in labels if x != label]
+    options = [label, *rng.choice(foils, size=min(3, len(foils)), replace=False)]
+    rng.shuffle(options)
+    text = " ".join(f"({chr(97 + i)}) {o[:1].upper() + o[1:]}" for i, o in enumerate(options))
+    i = options.index(label)
+    return f"{rng.choice(QUESTIONS[track])} {text}", f"({chr(97 + i)}) {label[:1].upper() + label[1:]}"
+
+
+def build_training_set(out: str | Path, per_language: int = 40, per_animal: int = 24, seed: int = 0) -> Path:
+    """Write Gender/, Language/ and Animal/ tracks in SAKURA's layout under `out` (same seed -> same audio)."""
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    with tqdm(total=2, desc="synthesizing training audio") as bar:
+        clips = speech_clips(per_language, rng)
+        bar.update()
+        clips += animal_clips(per_animal, rng)
+        bar.update()
+    all_labels = {t: sorted({c.labels[t] for c in clips if t in c.labels}) for t in QUESTIONS}
+    rows: dict[str, list[list[str]]] = {t: [] for t in QUESTIONS}
+    sources = []
+    for clip in clips:
+        digest = hashlib.sha1(clip.audio.tobytes()).hexdigest()[:12]
+        for track, label in clip.labels.items():
+            name = f"{label}_{digest}.flac"
+            (out / track / "audio").mkdir(parents=True, exist_ok=True)
+            sf.write(out / track / "audio" / name, clip.audio, RATE)
+            q, a = _question(track, label, all_labels[track], rng)
+            rows[track].append([name, label, q, a, "-", "-"])
+        sources.append(f"{digest}\t{clip.source}\t{clip.labels}")
+    for track, track_rows in rows.items():
+        if not track_rows:
+            continue
+        buf = [HEADER.split(",")] + track_rows
+        import io
+
+        s = io.StringIO()
+        csv.writer(s).writerows(buf)
+        write_atomic(out / track / "metadata.csv", s.getvalue())
+    write_atomic(out / "SOURCES.tsv", "\n".join(sources) + "\n")
+    return out

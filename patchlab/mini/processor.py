@@ -1,0 +1,56 @@
+"""patchlab-mini's processor: Whisper log-mel features + SmolLM2's tokenizer with one audio placeholder per token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import PatchlabError
+from .modeling import audio_token_count
+
+AUDIO_TOKEN = "<|AUDIO|>"
+
+
+class PatchlabMiniProcessor:
+    """Expands the single `<|AUDIO|>` in a prompt to as many placeholders as the clip has audio tokens."""
+
+    def __init__(self, feature_extractor, tokenizer, stack: int = 4) -> None:
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+        self.stack = stack
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> PatchlabMiniProcessor:
+        import json
+
+        from transformers import AutoTokenizer, WhisperFeatureExtractor
+
+        stack = json.loads((Path(path) / "config.json").read_text()).get("stack", 4)
+        return cls(WhisperFeatureExtractor.from_pretrained(path), AutoTokenizer.from_pretrained(path), stack)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self.feature_extractor.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+    def features(self, audio: np.ndarray, sampling_rate: int) -> dict[str, torch.Tensor]:
+        """Log-mel features padded to Whisper's 30 s window, and the mask of the clip's own frames."""
+        window = self.feature_extractor.n_samples
+        if len(audio) > window:
+            raise PatchlabError(
+                f"clip of {len(audio) / sampling_rate:.1f} s is longer than patchlab-mini's 30 s window",
+                "trim the clip (patchlab.data.load_audio(path, max_seconds=30)) or split it",
+            )
+        out = self.feature_extractor(
+            audio, sampling_rate=sampling_rate, return_attention_mask=True, padding="max_length", return_tensors="pt"
+        )
+        return {"input_features": out.input_features, "feature_attention_mask": out.attention_mask}
+
+    def __call__(self, text: str, audio: np.ndarray, sampling_rate: int, return_tensors: str = "pt") -> dict:
+        feats = self.features(audio, sampling_rate)
+        n = int(audio_token_count(int(feats["feature_attention_mask"].sum()), self.stack))
+        if text.count(AUDIO_TOKEN) != 1:
+            raise PatchlabError(f"prompt must hold exactly one {AUDIO_TOKEN}", "build it with the adapter's chat_text")
+        ids = self.tokenizer(text.replace(AUDIO_TOKEN, AUDIO_TOKEN * max(n, 1)), return_tensors="pt")
+        return {**ids, **feats}

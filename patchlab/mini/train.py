@@ -1,0 +1,160 @@
+"""Train patchlab-mini's projector (encoder and LLM frozen) on synthetic attribute questions.
+
+Encoder outputs are computed once per clip and cached; only the projector gets gradients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data import build_prompt, load_audio, load_track, tracks, verbalize
+from ..data.sakura import Sample
+from ..io import write_json
+from ..models.base import Prompt
+
+TRAIN_FORMATS = ("mc", "qa", "direct")
+
+
+@dataclass
+class Example:
+    stacked: torch.Tensor  # (audio tokens, d_audio * stack), frozen encoder output
+    prompt: Prompt
+    target: str
+
+
+def encode_clips(model, processor, samples: list[Sample], batch: int = 8, desc: str = "encoding audio") -> dict:
+    """Stacked Whisper frames per distinct clip (keyed by content hash), computed once with the frozen encoder."""
+    out: dict[str, torch.Tensor] = {}
+    keyed, key_of = {}, {}
+    for s in samples:
+        audio = load_audio(s.path, rate=processor.feature_extractor.sampling_rate, max_seconds=30)
+        key_of[str(s.path)] = hashlib.sha1(audio.tobytes()).hexdigest()
+        keyed.setdefault(key_of[str(s.path)], audio)
+    keys = list(keyed)
+    for i in tqdm(range(0, len(keys), batch), desc=desc):
+        chunk = keys[i : i + batch]
+        feats = [processor.features(keyed[k], processor.feature_extractor.sampling_rate) for k in chunk]
+        with torch.no_grad():
+            stacked = model.model.stacked_audio(
+                torch.cat([f["input_features"] for f in feats]), torch.cat([f["feature_attention_mask"] for f in feats])
+            )
+        out.update(zip(chunk, stacked))
+    return {path: out[key] for path, key in key_of.items()}
+
+
+def examples(samples: list[Sample], stacked: dict, formats=TRAIN_FORMATS) -> list[Example]:
+    """Every (clip, prompt format) pair with its answer text (end-of-turn included where the turn ends)."""
+    out = []
+    for s in samples:
+        for fmt in formats:
+            answer = verbalize(s.label, fmt)
+            out.append(
+                Example(
+                    stacked[str(s.path)], build_prompt(s, fmt), answer if fmt == "direct" else answer + "<|im_end|>"
+                )
+            )
+    return out
+
+
+def collate(model, processor, adapter, batch: list[Example]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded input embeddings, attention mask and label ids (-100 except on the answer tokens)."""
+    tok = processor.tokenizer
+    audio_id = model.config.audio_token_id
+    rows, labels = [], []
+    for ex in batch:
+        text = adapter.chat_text(ex.prompt).replace("<|AUDIO|>", "<|AUDIO|>" * ex.stacked.shape[0])
+        ids = tok(text, add_special_tokens=False).input_ids
+        target = tok(ex.target, add_special_tokens=False).input_ids
+        rows.append(ids + target)
+        labels.append([-100] * len(ids) + target)
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id or 0
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    label_ids = torch.tensor([la + [-100] * (width - len(la)) for la in labels])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    embeds = model.model.embed(input_ids, [ex.stacked for ex in batch])
+    assert int((input_ids == audio_id).sum()) == sum(ex.stacked.shape[0] for ex in batch)
+    return embeds, mask, label_ids
+
+
+def answer_loss(model, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the answer tokens only (the head runs only where a label is)."""
+    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    where = labels[:, 1:] != -100
+    logits = model.lm_head(hidden[:, :-1][where])
+    return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][where])
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    steps: int = 600,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    seed: int = 0,
+    limit: int | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Train the projector; writes out/projector.safetensors and out/train.json (loss curve, settings)."""
+    from safetensors.torch import save_file
+
+    from ..models.registry import ADAPTERS
+    from .build import assemble
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    model, processor = assemble(random_projector=True, seed=seed)
+    model.to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    projector = model.model.multi_modal_projector
+    for p in projector.parameters():
+        p.requires_grad_(True)
+    samples = [s for t in tracks(data) for s in load_track(data, t, limit=limit)]
+    stacked = encode_clips(model, processor, samples)
+    pool = examples(samples, stacked)
+    adapter = ADAPTERS["patchlab_mini"]
+    opt = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
+    )
+    rng = random.Random(seed)
+    losses = []
+    bar = tqdm(range(steps), desc="training projector")
+    for _ in bar:
+        batch = rng.sample(pool, min(batch_size, len(pool)))
+        embeds, mask, labels = collate(model, processor, adapter, batch)
+        loss = answer_loss(model, embeds.to(device), mask.to(device), labels.to(device))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(projector.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in projector.state_dict().items()},
+        str(out / "projector.safetensors"),
+    )
+    log = dict(
+        data=str(data),
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        clips=len(samples),
+        examples=len(pool),
+        losses=losses,
+    )
+    write_json(out / "train.json", log)
+    return log

