@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 from .corrupt import make_pair
 from .data import build_prompt, label_set, load_audio, load_track, verbalize
 from .enrich import enrichment_rows, grid, search
+from .errors import PatchlabError
 from .experiment import Experiment
 from .grounding import REGIONS, grounding
 from .lens import chance_threshold, critical_layer, sample_lens
@@ -55,12 +57,34 @@ def _patch_rows(lalm, exp, samples, pool, labels, prompts=None, condition=None) 
     return t
 
 
+def usable(lalm: HookedLALM, exp: Experiment, samples, pool, labels) -> tuple[list, pd.DataFrame]:
+    """Samples whose audio loads and whose pair can be built; the others become warning rows (sample, error, fix)."""
+    ok, skipped = [], []
+    for s in samples:
+        try:
+            load_audio(s.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
+            if {"patch", "ground", "cue"} & set(exp.analyses):
+                make_pair(
+                    lalm, s, exp.patch.get("corruption", "swap"), exp.prompt, labels.index(s.label), pool, exp.seed
+                )
+            ok.append(s)
+        except PatchlabError as e:
+            warnings.warn(f"skipping {s.track}/{s.id}: {e.what}", stacklevel=2)
+            skipped.append(dict(track=s.track, sample=s.id, path=str(s.path), error=e.what, fix=e.fix))
+    return ok, pd.DataFrame(skipped, columns=["track", "sample", "path", "error", "fix"])
+
+
 def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataFrame]:
-    """Everything one shard contributes, as tidy tables keyed by analysis."""
+    """Everything one shard contributes, as tidy tables keyed by analysis (broken samples: `skipped` rows)."""
     pool = load_track(exp.data, shard.track)
-    samples = load_track(exp.data, shard.track, exp.limit)[shard.start : shard.stop]
     track_labels = sorted({s.label for s in pool})
-    out: dict[str, pd.DataFrame] = {}
+    labels = label_set(lalm, track_labels, exp.prompt)
+    samples, skipped = usable(
+        lalm, exp, load_track(exp.data, shard.track, exp.limit)[shard.start : shard.stop], pool, labels
+    )
+    out: dict[str, pd.DataFrame] = {"skipped": skipped}
+    if not samples:
+        return out
     if "lens" in exp.analyses:
         rows = []
         for fmt in exp.formats:
@@ -73,7 +97,6 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
                     for r in sample_lens(lalm, batch, ls, exp.lens.get("last_text", 5), exp.lens.get("audio_bins", 10))
                 ]
         out["lens"] = pd.DataFrame(rows)
-    labels = label_set(lalm, track_labels, exp.prompt)
     if "patch" in exp.analyses or "ground" in exp.analyses:
         out["patch"] = _patch_rows(lalm, exp, samples, pool, labels)
     if "enrich" in exp.analyses:
@@ -243,6 +266,10 @@ def merge(
                 else "guesses from the text cue"
             )
             summary["tracks"].setdefault(track, {})["listen_vs_guess"] = res
+    skipped = tables.get("skipped", pd.DataFrame())
+    if len(skipped):
+        write_table(out / "tables" / "skipped.csv", skipped)
+    summary["skipped"] = skipped.to_dict(orient="records")
     if n_layers is not None:
         summary["n_layers"] = n_layers
     write_json(out / "summary.json", summary)

@@ -64,4 +64,18 @@ def record(
     else:
         raise PatchlabError(f"unknown hook path {backend!r}", f"use one of {', '.join(BACKENDS)}")
     final = logits[:, -1].detach().float().cpu()
+    check_finite(acts, final, batch, lalm.dtype)
     return ActivationCache(acts, pos, list(batch.regions), final, backend)
+
+
+def check_finite(acts: dict, final: torch.Tensor, batch: Batch, dtype: torch.dtype) -> None:
+    """A NaN or inf anywhere (typically float16 overflow) is an error naming the first layer it appears at."""
+    if torch.isfinite(final).all() and all(torch.isfinite(a).all() for a in acts.values()):
+        return
+    bad = sorted((la, s) for (s, la), a in acts.items() if not torch.isfinite(a).all())
+    where = f"layer {bad[0][0]} ({bad[0][1]})" if bad else "the final logits"
+    ids = [m.get("id", "?") for m in batch.meta] or ["?"]
+    raise PatchlabError(
+        f"NaN/inf in the activations of {', '.join(map(str, ids))} from {where} on, in {dtype}",
+        "half precision overflowed: load the model with dtype=bfloat16 or float32 (patchlab --dtype float32)",
+    )

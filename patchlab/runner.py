@@ -173,7 +173,9 @@ def run(
     tables = {}
     for s in shards:
         for f in sorted((out / "shards" / s.name).glob("*.csv")):
-            tables.setdefault(f.stem, []).append(pd.read_csv(f) if f.stat().st_size > 1 else pd.DataFrame())
+            table = pd.read_csv(f)
+            if len(table):
+                tables.setdefault(f.stem, []).append(table)
     merged = {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
     return merge(exp, merged, out, small=small, random_weights=is_random(exp.model))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from math import gcd
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def load_audio(path: str | Path, rate: int = 16000, max_seconds: float | None = 
         ) from e
     if data.size == 0 or data.shape[0] == 0:
         raise PatchlabError(f"audio file {path} is empty (0 samples)", "remove the clip or replace it with real audio")
+    if data.shape[1] > 1:
+        warnings.warn(f"{path} has {data.shape[1]} channels: mixed to mono (their mean)", stacklevel=2)
     wave = data.mean(axis=1)
     if sr != rate:
         g = gcd(int(sr), int(rate))

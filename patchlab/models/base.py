@@ -74,6 +74,7 @@ class Adapter:
     model_types: tuple[str, ...] = ()
     description: str = ""
     sampling_rate: int = 16000
+    max_seconds: float | None = 30.0  # longest clip the audio encoder takes in one window (None: no limit)
 
     model_class_name: str = ""
 
@@ -221,6 +222,12 @@ class HookedLALM:
             raise PatchlabError(
                 f"audio must be a non-empty mono waveform, got shape {audio.shape}",
                 "mix channels to mono and skip empty clips (patchlab.data.load_audio does both checks)",
+            )
+        window = self.adapter.max_seconds
+        if window is not None and audio.shape[0] > window * sampling_rate:
+            raise PatchlabError(
+                f"clip of {audio.shape[0] / sampling_rate:.1f} s is longer than {self.family}'s {window:.0f} s window",
+                f"trim it (patchlab.data.load_audio(path, max_seconds={window:.0f}) refuses such clips) or split it",
             )
         tensors = self.adapter.process(self.processor, self.adapter.chat_text(prompt), audio, sampling_rate)
         regions = Regions.from_ids(tensors["input_ids"][0], self.audio_token_id, self._special)

@@ -23,6 +23,7 @@ class VoxtralAdapter(Adapter):
     description = "Voxtral: audio padded to 30 s chunks, 375 audio tokens per chunk"
     special_tokens = ("<s>", "[INST]", "[/INST]", "[BEGIN_AUDIO]", AUDIO)
     tiny_eos = "</s>"
+    max_seconds = None  # the processor splits long audio into 30 s chunks
 
     def chat_text(self, prompt: Prompt) -> str:
         return f"<s>[INST][BEGIN_AUDIO]{AUDIO}{prompt.instruction}[/INST]{prompt.prefix}"

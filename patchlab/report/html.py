@@ -68,6 +68,11 @@ def build_report(exp, summary: dict, figures: list[tuple[str, Path]], path: Path
                 f"<p><b>{track}</b> enrichment {e['early']}→{e['deep']} c={e['c']}: held-out accuracy "
                 f"{_num(e['heldout_accuracy_base'])} → {_num(e['heldout_accuracy_enriched'])}.</p>"
             )
+    for row in summary.get("skipped", []):
+        parts.append(
+            f"<p class='warn'>skipped {html.escape(row['track'])}/{html.escape(str(row['sample']))}: "
+            f"{html.escape(row['error'])} (fix: {html.escape(row['fix'])})</p>"
+        )
     for title, fig in figures:
         data = base64.b64encode(Path(fig).read_bytes()).decode()
         parts.append(
