@@ -119,8 +119,9 @@ def test_nan_in_activations_names_the_layer(qwen):
 
 def test_a_broken_clip_in_a_run_becomes_a_warning_row(tiny_dir, tmp_path):
     """A run keeps going past an unreadable clip: the others are analysed, the broken one is a `skipped` row."""
-    files = {f"c{i}.wav": (lambda p, i=i: sf.write(p, tone(1.0 + 0.1 * i, 240 if i % 2 else 110), 16000))
-             for i in range(4)}
+    files = {
+        f"c{i}.wav": (lambda p, i=i: sf.write(p, tone(1.0 + 0.1 * i, 240 if i % 2 else 110), 16000)) for i in range(4)
+    }
     files["bad.wav"] = lambda p: p.write_bytes(b"not audio")
     rows = [_row(f"c{i}.wav", "female" if i % 2 else "male") for i in range(4)] + [_row("bad.wav", "male")]
     data = _track(tmp_path / "d", rows[:2] + [rows[4]] + rows[2:4], files)

@@ -51,7 +51,7 @@ def test_tiny_mini_saves_and_loads(tiny_mini, tmp_path):
 
 
 def test_mini_refuses_clip_longer_than_window(tiny_mini):
-    with pytest.raises(PatchlabError, match="longer than patchlab-mini's 30 s window"):
+    with pytest.raises(PatchlabError, match="longer than patchlab_mini's 30 s window"):
         tiny_mini.prepare(np.zeros(16000 * 31, dtype=np.float32), 16000, Prompt("?"))
 
 
@@ -118,3 +118,27 @@ def test_committed_projector_mini_hears_gender(sakura):
     assert not lalm.is_random and lalm.family == "patchlab_mini"
     res = single_hop_accuracy(lalm, sakura, ["Gender"], limit=12)
     assert res["correct"].mean() >= 0.6
+
+
+@pytest.mark.parametrize("peer", ["transformer_lens", "nnsight"])
+def test_mini_sweep_matches_peer(tiny_mini, toy_data, peer):
+    """patchlab-mini's full resid_pre sweep equals a per-cell peer loop (TransformerLens bridges its Llama decoder)."""
+    pytest.importorskip(peer)
+    from patchlab.corrupt import make_pair
+    from patchlab.data import label_set
+    from patchlab.metrics import final_metrics
+    from patchlab.patching import patch, sweep
+    from patchlab.patching.reference import per_cell_sweep
+    from patchlab.record import record
+
+    samples = load_track(toy_data, "Gender")
+    labels = label_set(tiny_mini, [s.label for s in samples], "direct")
+    p = make_pair(tiny_mini, samples[0], "swap", "direct", labels.index(samples[0].label), samples, seed=1)
+    n = tiny_mini.n_layers
+    ours = patch(tiny_mini, [p], sweep(n, p.clean.length), labels.token_ids, progress=False).table
+    cells = [(la, pos) for la in range(n) for pos in range(0, p.clean.length, 7)]
+    ref = per_cell_sweep(tiny_mini, p, "resid_pre", backend=peer, cells=cells)
+    clean_logits = record(tiny_mini, p.clean, ["resid_pre"], [0]).final_logits[0]
+    theirs = final_metrics(ref, labels.token_ids, p.label, clean_logits)["logit_diff"].numpy()
+    mine = ours.set_index(["layer", "position"]).loc[cells, "logit_diff"].to_numpy()
+    assert np.abs(mine - theirs).max() <= 1e-4

@@ -33,15 +33,57 @@ def bridge(lalm: HookedLALM) -> Any:
         except ImportError as e:
             raise PatchlabError("transformer-lens is not installed", "pip install 'patchlab[peers]'") from e
         try:
-            _BRIDGES[id(lalm.model)] = TransformerBridge.boot_transformers(
-                lalm.source, hf_model=copy.deepcopy(lalm.model), tokenizer=lalm.tokenizer
+            _BRIDGES[id(lalm.model)] = (
+                TransformerBridge.boot_transformers(
+                    lalm.source, hf_model=copy.deepcopy(lalm.model), tokenizer=lalm.tokenizer
+                ),
+                False,
             )
-        except Exception as e:  # the bridge has no adapter for this architecture
-            raise PatchlabError(
-                f"TransformerLens' bridge cannot wrap {lalm.family} ({e.__class__.__name__}: {e})",
-                "use backend='torch' or 'nnsight'; TransformerLens 4.3 supports Qwen2-Audio and AudioFlamingo3",
-            ) from e
+        except Exception as e:  # no adapter for the whole LALM: bridge its decoder, fed the decoder's input embeddings
+            try:
+                lm = decoder_as_causal_lm(lalm)
+                _BRIDGES[id(lalm.model)] = (
+                    TransformerBridge.boot_transformers(lm.config._name_or_path, hf_model=lm, tokenizer=lalm.tokenizer),
+                    True,
+                )
+            except Exception as e2:
+                raise PatchlabError(
+                    f"TransformerLens' bridge cannot wrap {lalm.family} ({e.__class__.__name__}: {e}) nor its "
+                    f"decoder ({e2.__class__.__name__}: {e2})",
+                    "use backend='torch' or 'nnsight'",
+                ) from e2
     return _BRIDGES[id(lalm.model)]
+
+
+def decoder_as_causal_lm(lalm: HookedLALM) -> Any:
+    """A copy of the LALM's decoder and head as the text model class transformers has for it (e.g. Llama)."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = copy.deepcopy(lalm.adapter.text_config(lalm.model))
+    cfg._attn_implementation = lalm.model.config._attn_implementation
+    lm = AutoModelForCausalLM.from_config(cfg).to(lalm.dtype)
+    lm.model.load_state_dict(lalm.decoder.state_dict())
+    lm.lm_head.weight.data.copy_(lalm.lm_head.weight.data)
+    return lm.eval()
+
+
+def _input(lalm: HookedLALM, inputs: dict[str, torch.Tensor], embeds: bool):
+    """What the bridge takes: the LALM's inputs, or (decoder-only bridge) the decoder's input embeddings."""
+    if not embeds:
+        ids, rest = _split(inputs)
+        return ids, rest
+    got: dict[str, torch.Tensor] = {}
+
+    def grab(mod, args, kwargs):
+        got["x"] = kwargs["inputs_embeds"].detach()
+
+    h = lalm.decoder.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            lalm.model(**inputs, use_cache=False)
+    finally:
+        h.remove()
+    return got["x"], {}
 
 
 def _split(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -63,8 +105,8 @@ def record_tl(
     keep: Callable[[torch.Tensor], torch.Tensor],
 ) -> tuple[dict[tuple[str, int], torch.Tensor], torch.Tensor]:
     """Record through `run_with_cache` on the bridge's hook points."""
-    b = bridge(lalm)
-    ids, rest = _split(inputs)
+    b, embeds = bridge(lalm)
+    ids, rest = _input(lalm, inputs, embeds)
     names = {_name(s, la): (s, la) for s in sites for la in layers}
     with torch.no_grad():
         logits, cache = b.run_with_cache(ids, names_filter=lambda n: n in names, **rest)
@@ -79,7 +121,7 @@ def run_with_patch(
     edit: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """One `run_with_hooks` forward with `edit` applied at (site, layer); returns logits."""
-    b = bridge(lalm)
-    ids, rest = _split(inputs)
+    b, embeds = bridge(lalm)
+    ids, rest = _input(lalm, inputs, embeds)
     with torch.no_grad():
         return b.run_with_hooks(ids, fwd_hooks=[(_name(site, layer), lambda act, hook: edit(act))], **rest)
