@@ -1,6 +1,6 @@
 """Full resid_pre denoising sweep: patchlab vs TransformerLens and nnsight per-cell loops, in one run.
 
-    python benchmarks/sweep_bench.py --mode cpu            # SmolLM2-135M-shaped decoder, random weights
+    python benchmarks/sweep_bench.py --mode cpu            # patchlab-mini (real weights), a SAKURA gender clip
     python benchmarks/sweep_bench.py --mode gpu            # Qwen2-Audio-7B decoder shape, bf16, random weights
 
 patchlab runs the whole layer x position sweep. The peers run one forward per cell, as their helpers do;
@@ -17,17 +17,23 @@ import resource
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
 
 import patchlab  # noqa: E402
-from patchlab.corrupt import Pair  # noqa: E402
-from patchlab.data import label_set, tone  # noqa: E402
+from patchlab.corrupt import Pair, make_pair  # noqa: E402
+from patchlab.data import label_set, load_track, tone  # noqa: E402
 from patchlab.models.base import HookedLALM  # noqa: E402
 from patchlab.patching import patch, sweep  # noqa: E402
+from patchlab.patching.attribution import attribution  # noqa: E402
 from patchlab.patching.reference import per_cell_sweep  # noqa: E402
+
+SAKURA = Path(__file__).resolve().parents[2] / "shared" / "sakura"
 
 SHAPES = {  # decoder shapes (random weights): SmolLM2-135M and Qwen2-Audio-7B's Qwen-7B decoder
     "cpu": dict(
@@ -50,7 +56,9 @@ SHAPES = {  # decoder shapes (random weights): SmolLM2-135M and Qwen2-Audio-7B's
 
 
 def build(mode: str, device: str, dtype: torch.dtype) -> HookedLALM:
-    """A random-weight Qwen2-Audio with the chosen decoder shape and a tiny audio encoder."""
+    """patchlab-mini (cpu), or a random-weight Qwen2-Audio with the 7B decoder shape and a tiny encoder (gpu)."""
+    if mode == "cpu":
+        return patchlab.load("patchlab-mini", device=device, dtype=dtype)
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
     tiny = patchlab.make_tiny("qwen2_audio", tempfile.mkdtemp(prefix="bench-"))
@@ -111,23 +119,30 @@ def main() -> None:
     ap.add_argument("--peer-cells", type=int, default=24, help="cells each peer loop is timed on")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--peers", default="transformer_lens,nnsight,torch")
+    ap.add_argument("--atp", action="store_true", help="also time attribution patching and rank-correlate it")
     args = ap.parse_args()
     device = "cuda" if args.mode == "gpu" else "cpu"
     dtype = torch.bfloat16 if args.mode == "gpu" else torch.float32
     lalm = build(args.mode, device, dtype)
-    tokens = args.tokens or (300 if args.mode == "gpu" else 120)
-    seconds = max(0.5, (tokens - 30) / 25)  # Qwen2-Audio: 25 audio tokens per second
-    clean = lalm.prepare(tone(seconds, 220), 16000, "What is the speaker's gender?", id="bench", label="female")
-    corrupt = lalm.prepare(
-        tone(seconds, 110, seed=1), 16000, "What is the speaker's gender?", id="bench", label="female"
-    )
-    labels = label_set(lalm, ["female", "male"], "direct")
-    pair = Pair(clean, corrupt, 0, "bench", {"kind": "swap"})
+    if args.mode == "cpu" and (SAKURA / "Gender" / "metadata.csv").exists():
+        clips = load_track(SAKURA, "Gender")
+        clean_clip = next(c for c in clips if c.label == "female" and 4.0 < sf.info(str(c.path)).duration < 8.0)
+        labels = label_set(lalm, ["female", "male"], "mc")
+        pair = make_pair(lalm, clean_clip, "swap", "mc", labels.index("female"), clips, seed=0)
+        what = f"patchlab-mini (real weights), SAKURA clip {clean_clip.id} vs a male clip"
+    else:
+        tokens = args.tokens or (300 if args.mode == "gpu" else 120)
+        seconds = max(0.5, (tokens - 30) / 25)  # Qwen2-Audio: 25 audio tokens per second
+        prompt = "What is the speaker's gender?"
+        clean = lalm.prepare(tone(seconds, 220), 16000, prompt, id="bench", label="female")
+        corrupt = lalm.prepare(tone(seconds, 110, seed=1), 16000, prompt, id="bench", label="female")
+        labels = label_set(lalm, ["female", "male"], "direct")
+        pair = Pair(clean, corrupt, 0, "bench", {"kind": "swap"})
+        what = f"random-weight Qwen2-Audio, decoder {SHAPES[args.mode]}"
     length, n_layers = clean.length, lalm.n_layers
     cells = n_layers * length
     print(
-        f"model: random-weight Qwen2-Audio, decoder {SHAPES[args.mode]}, {dtype}, {device}; "
-        f"{length} tokens, {n_layers} layers -> {cells} cells",
+        f"model: {what}, {dtype}, {device}; {length} tokens, {n_layers} layers -> {cells} cells",
         flush=True,
     )
 
@@ -157,6 +172,23 @@ def main() -> None:
         }[peer]
         rows.append((name, per, per * cells, f"{len(grid)} cells, x {cells}", peak_mb(device)))
 
+    if args.atp:
+        sync(device)
+        t = time.perf_counter()
+        est = attribution(lalm, [pair], labels.token_ids, ["resid_pre"])
+        sync(device)
+        atp = time.perf_counter() - t
+        real = res.table.assign(position=res.table.position.astype(int)).sort_values(["layer", "position"])
+        est = est.sort_values(["layer", "position"])
+        rho = spearmanr(est["atp"].to_numpy(), (real.logit_diff - real.corrupt_logit_diff).to_numpy()).statistic
+        rows.append(
+            ("attribution patching (AtP), every cell", atp / cells, atp, "2 forwards + 1 backward", peak_mb(device))
+        )
+        atp_line = (
+            f"AtP vs real patching over all {cells} cells: Spearman {rho:.3f}; AtP took {atp:.2f} s = "
+            f"{100 * atp / ours:.2f}% of the real sweep's {ours:.1f} s"
+        )
+
     rate = matmul_rate(device, dtype)
     floor = sweep_flops(lalm, length) / rate
     rows.append((f"arithmetic floor at {rate / 1e12:.2f} TFLOP/s", floor / cells, floor, "FLOPs / rate", float("nan")))
@@ -166,6 +198,8 @@ def main() -> None:
     for name, per, full, how, mem in rows:
         ratio = per / rows[0][1]
         print(f"| {name} | {per * 1e3:.2f} | {full:.1f} | {how} | {mem:.0f} | {ratio:.2f}x |")
+    if args.atp:
+        print("\n" + atp_line)
     sys.stdout.flush()
 
 

@@ -31,6 +31,7 @@ class Experiment:
     shard_size: int = 8
     device: str = "cpu"
     dtype: str = "float32"
+    device_map: str | None = None  # e.g. "auto": transformers spreads a large model over the GPUs it sees
     lens: dict = field(default_factory=dict)  # last_text, audio_bins, alpha, weight
     patch: dict = field(default_factory=dict)  # corruption, site, max_batch
     ground: dict = field(default_factory=dict)  # metric, tol, n_boot, level
@@ -55,7 +56,7 @@ class Experiment:
     def digest(self) -> str:
         """Hash of everything that changes results (not the device), recorded with results for --resume."""
         d = dataclasses.asdict(self)
-        for k in ("device", "description", "small", "shard_size"):
+        for k in ("device", "device_map", "description", "small", "shard_size"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -72,10 +72,10 @@ def model_for(exp: Experiment):
     """The process's model replica for this experiment (loaded once)."""
     from .models import load
 
-    key = (exp.model, exp.device, exp.dtype)
+    key = (exp.model, exp.device, exp.dtype, exp.device_map)
     if key not in _MODELS:
         _MODELS.clear()
-        _MODELS[key] = load(exp.model, device=exp.device, dtype=exp.dtype)
+        _MODELS[key] = load(exp.model, device=exp.device, dtype=exp.dtype, device_map=exp.device_map)
     return _MODELS[key]
 
 

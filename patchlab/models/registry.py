@@ -71,6 +71,8 @@ def load(
         from ..mini.build import build
 
         path_or_id = build()  # converts the parts and assembles the checkpoint on first use
+    if str(path_or_id).startswith("~"):
+        path_or_id = Path(path_or_id).expanduser()
     path = Path(path_or_id)
     cfg_file = path / "config.json"
     if path.exists() and not cfg_file.exists():
