@@ -239,6 +239,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", default="denoise", choices=["denoise", "noise"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-batch", type=int, default=64, help="patches packed into one forward (memory bound)")
+    p.add_argument("--method", default="patch", choices=["patch", "atp"], help="real patching or attribution (AtP)")
+    p.add_argument("--verify-top", type=int, default=0, help="with --method atp: re-run the top K cells for real")
     p.set_defaults(fn=cmd_patch)
     return ap
 

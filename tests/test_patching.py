@@ -170,3 +170,24 @@ def test_text_corruption_swaps_a_hint_and_leaves_audio_states_alone(qwen, toy_da
     t0 = t[t.layer == 0].set_index("position")
     assert np.allclose(t0.loc["audio", "logit_diff"], t0.loc["audio", "corrupt_logit_diff"], atol=1e-5)
     assert np.allclose(t0.loc["text", "logit_diff"], t0.loc["text", "clean_logit_diff"], atol=1e-5)
+
+
+def test_out_of_memory_backs_off_to_smaller_batches(qwen, setup, monkeypatch):
+    """A chunk that runs out of memory is retried at half the size; results equal the un-pressed run."""
+    import patchlab.patching.engine as engine
+
+    labels, pairs = setup
+    p = pairs["swap"][0]
+    specs = sweep(qwen.n_layers, p.clean.length)
+    ref = patch(qwen, [p], specs, labels.token_ids, max_batch=64, progress=False)
+    real = engine._run_chunk
+
+    def tight(lalm, pair, runs, chunk, skip):
+        if len(chunk) > 10:
+            raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+        return real(lalm, pair, runs, chunk, skip)
+
+    monkeypatch.setattr(engine, "_run_chunk", tight)
+    res = patch(qwen, [p], specs, labels.token_ids, max_batch=64, progress=False)
+    assert res.meta["max_batch"] == 8
+    assert np.allclose(_sorted(res.table)["logit_diff"], _sorted(ref.table)["logit_diff"], atol=1e-6)

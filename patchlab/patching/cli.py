@@ -20,6 +20,8 @@ def run_patch_command(args: argparse.Namespace) -> None:
     labels = label_set(lalm, [s.label for s in samples], args.prompt)
     pool = load_track(args.data, args.track) if args.corruption in ("swap", "text") else samples
     pairs = [make_pair(lalm, s, args.corruption, args.prompt, labels.index(s.label), pool, args.seed) for s in samples]
+    if args.method == "atp":
+        return _atp(lalm, args, pairs, labels)
     if args.positions == "sweep":
         specs_for = lambda p: sweep(lalm.n_layers, p.clean.length, args.site, args.direction)  # noqa: E731
     else:
@@ -69,3 +71,19 @@ def run_patch_command(args: argparse.Namespace) -> None:
         )
     write_json(out / "summary.json", summary)
     print(f"{len(t)} patched rows over {len(pairs)} clips -> {out}")
+
+
+def _atp(lalm, args: argparse.Namespace, pairs, labels) -> None:
+    """Attribution patching over every (layer, position); `--verify-top K` re-runs the K largest with real patching."""
+    from .attribution import attribution, verify_top
+
+    out = Path(args.out)
+    est = attribution(lalm, pairs, labels.token_ids, [args.site])
+    write_table(out / "attribution.csv", est)
+    msg = f"AtP estimates for {len(est)} cells over {len(pairs)} clips"
+    if args.verify_top:
+        top = verify_top(lalm, pairs, est, labels.token_ids, k=args.verify_top)
+        write_table(out / "verified.csv", top)
+        agree = float((top["atp"].gt(0) == top["real"].gt(0)).mean())
+        msg += f"; top {args.verify_top} per clip verified by real patching (sign agreement {agree:.2f})"
+    print(f"{msg} -> {out}")

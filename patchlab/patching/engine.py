@@ -164,9 +164,19 @@ def patch(
             m = final_metrics(run.final_logits, label_ids, pair.label, runs.clean.final_logits)
             ref[name] = {k: float(v[0]) for k, v in m.items()}
         for group in groups:
-            for i in range(0, len(group), max_batch):
+            i = 0
+            while i < len(group):
                 chunk = group[i : i + max_batch]
-                logits = _run_chunk(lalm, pair, runs, chunk, skip_layers)
+                try:
+                    logits = _run_chunk(lalm, pair, runs, chunk, skip_layers)
+                except torch.OutOfMemoryError:
+                    if max_batch == 1:
+                        raise
+                    max_batch = max(1, max_batch // 2)  # back off and retry this chunk smaller; keep the new size
+                    if lalm.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                i += len(chunk)
                 met = final_metrics(logits, label_ids, pair.label, runs.clean.final_logits.to(logits.device))
                 rest = {k: restoration(met[k], ref["clean"][k], ref["corrupt"][k]) for k in METRICS}
                 for r, s in enumerate(chunk):
@@ -187,4 +197,5 @@ def patch(
                 bar.update(1)
     bar.close()
     meta = {"corruptions": {p.sample: p.corruption for p in pairs}, "skip_layers": skip_layers, "max_batch": max_batch}
+    # max_batch is the size that fit: lower than asked for if a chunk ran out of memory
     return PatchResult(pd.DataFrame(rows), meta)
