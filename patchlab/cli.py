@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -159,7 +160,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     exp.data = str(data)
     exp.model = args.model
     print(f"model: {exp.model}; data: {exp.data}")
-    summary = run(exp, args.out, resume=True)
+    try:
+        summary = run(exp, args.out, resume=True)
+    except PatchlabError as e:  # an older demo (other config or weights) in --out: start over
+        print(f"starting over in {args.out}: {e.what}")
+        shutil.rmtree(args.out)
+        summary = run(exp, args.out)
     _print_summary(summary)
     print(f"report: {Path(args.out) / 'report.html'}")
 

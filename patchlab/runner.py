@@ -132,6 +132,11 @@ def _start(exp: Experiment, out: Path, resume: bool, small: bool) -> None:
                 f"{out} holds a run of a different config (changed: {', '.join(changed)})",
                 "resume with the same config, or write to another --out",
             )
+        if old.get("model_fingerprint") != record["model_fingerprint"]:
+            raise PatchlabError(
+                f"{out} holds results of other weights of {exp.model} than those loaded now",
+                "write to another --out (the finished shards used the old weights)",
+            )
         if old.get("code_version") != record["code_version"]:
             warnings.warn(
                 f"resuming results of patchlab {old.get('code_version')} with {record['code_version']}", stacklevel=2

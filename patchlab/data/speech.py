@@ -315,8 +315,18 @@ def augment(x: np.ndarray, rng: np.random.Generator, max_seconds: float = 8.0) -
     return np.clip(x + noise, -1, 1).astype(np.float32)
 
 
+def pseudo_sentence(sentences: list[str], rng: np.random.Generator) -> str:
+    """6-12 words (Chinese: characters) drawn from a language's sentences: more phonetic variety than the
+    sentences themselves, so the projector learns the language's sound, not ten memorized utterances."""
+    text = " ".join(sentences)
+    units = [c for c in text if c.strip() and c not in "。，？！"] if "。" in text else text.split()
+    return ("" if "。" in text else " ").join(rng.choice(units, size=int(rng.integers(6, 13))))
+
+
 def speech_clips(per_language: int, rng: np.random.Generator) -> list[Clip]:
-    """espeak-ng in SAKURA's 8 languages (female and male variants, varied pitch and rate) plus Festival voices."""
+    """espeak-ng in SAKURA's 8 languages (varied voice variant, pitch and rate) labelled with language, a quarter
+    of them also with gender; Festival's diphone voices (concatenated recordings of real speakers, female and
+    male) labelled with gender, three times as many per voice, so gender is learned mostly from human voices."""
     _require("espeak-ng", "espeak-ng")
     clips = []
     for language, (voice, sentences) in LANGUAGES.items():
@@ -325,22 +335,17 @@ def speech_clips(per_language: int, rng: np.random.Generator) -> list[Clip]:
             variant = rng.choice(ESPEAK_VARIANTS[gender])
             pitch = int(rng.integers(35, 75))
             speed = int(rng.integers(130, 190))
-            text = " ".join(rng.choice(sentences, size=2, replace=False))
+            text = pseudo_sentence(sentences, rng) if i % 2 else " ".join(rng.choice(sentences, 2, replace=False))
             audio = espeak(text, f"{voice}+{variant}", pitch, speed)
-            clips.append(
-                Clip(
-                    augment(audio, rng),
-                    {"Gender": gender, "Language": language},
-                    f"espeak-ng {voice}+{variant} p{pitch} s{speed}",
-                )
-            )
+            labels = {"Language": language} | ({"Gender": gender} if i % 4 < 2 else {})
+            clips.append(Clip(augment(audio, rng), labels, f"espeak-ng {voice}+{variant} p{pitch} s{speed}"))
     if shutil.which("text2wave"):
         for voice, (gender, language, encoding) in FESTIVAL_VOICES.items():
             texts = LANGUAGES[language][1] if language else FESTIVAL_TEXT[voice]
-            for text in texts[: max(3, per_language // 4)]:
-                clips.append(
-                    Clip(augment(festival(text, voice, encoding), rng), {"Gender": gender}, f"festival {voice}")
-                )
+            for _ in range(max(3, per_language * 3 // 4)):
+                text = " ".join(rng.choice(texts, size=min(2, len(texts)), replace=False))
+                audio = augment(festival(text, voice, encoding), rng)
+                clips.append(Clip(audio, {"Gender": gender}, f"festival {voice}"))
     return clips
 
 
