@@ -13,13 +13,29 @@ from ..models.base import HookedLALM
 
 
 def option_choice(lalm: HookedLALM, sample, fmt: str = "mc") -> int:
-    """Index of the option the model prefers: argmax over each option's first sub-token at the answer position."""
+    """Index of the option the model prefers: argmax over the options' first sub-tokens at the answer position
+    (whole-option log-probability where two options share their first sub-token)."""
     wave = load_audio(sample.path, lalm.sampling_rate, max_seconds=30)
     batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(sample, fmt)).to(lalm.device, lalm.dtype)
     with torch.no_grad():
         logits = lalm.model(**batch.tensors, use_cache=False, logits_to_keep=1).logits[0, -1]
-    ids = [lalm.token_id(o if fmt != "direct" else " " + o.lower()) for o in sample.options]
-    return int(torch.argmax(logits[ids]))
+    texts = [o if fmt != "direct" else " " + o.lower() for o in sample.options]
+    ids = [lalm.token_id(t) for t in texts]
+    if len(set(ids)) == len(ids):
+        return int(torch.argmax(logits[ids]))
+    return int(torch.argmax(torch.tensor([_sequence_logprob(lalm, batch, t) for t in texts])))
+
+
+def _sequence_logprob(lalm: HookedLALM, batch, text: str) -> float:
+    """log p(text | prompt), teacher-forced: for options whose first tokens coincide (Cow / Crow)."""
+    extra = lalm.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids.to(lalm.device)
+    tensors = dict(batch.tensors)
+    tensors["input_ids"] = torch.cat([tensors["input_ids"], extra], 1)
+    if "attention_mask" in tensors:
+        tensors["attention_mask"] = torch.ones_like(tensors["input_ids"])
+    with torch.no_grad():
+        logp = lalm.model(**tensors, use_cache=False).logits[0, -extra.shape[1] - 1 : -1].log_softmax(-1)
+    return float(logp.gather(1, extra[0, :, None]).sum())
 
 
 def single_hop_accuracy(
