@@ -26,7 +26,7 @@ class Experiment:
     analyses: list[str] = field(default_factory=lambda: ["lens", "patch", "ground"])
     formats: list[str] = field(default_factory=lambda: ["mc"])  # logit-lens prompt formats
     prompt: str = "mc"  # prompt format of patching, grounding, enrichment and cue runs
-    limit: int | None = None  # first N clips per track
+    limit: int | None = None  # N clips per track, balanced over labels
     seed: int = 0
     shard_size: int = 8
     device: str = "cpu"

@@ -40,8 +40,27 @@ def tracks(root: str | Path) -> list[str]:
     return sorted(p.parent.name for p in Path(root).glob("*/metadata.csv"))
 
 
+def balanced(rows: list[dict], limit: int | None) -> list[tuple[int, dict]]:
+    """(line number, row) of `limit` rows taken round-robin over labels (file order within a label), in file order.
+
+    SAKURA files are sorted by label, so the first N rows would often be one label only.
+    """
+    numbered = list(enumerate(rows, start=2))
+    if not limit or limit >= len(rows):
+        return numbered
+    by_label: dict[str, list[tuple[int, dict]]] = {}
+    for item in numbered:
+        by_label.setdefault(item[1]["attribute_label"], []).append(item)
+    picked: list[tuple[int, dict]] = []
+    while len(picked) < limit:
+        for items in by_label.values():
+            if items and len(picked) < limit:
+                picked.append(items.pop(0))
+    return sorted(picked, key=lambda item: item[0])
+
+
 def load_track(root: str | Path, track: str, limit: int | None = None) -> list[Sample]:
-    """Read `root/track/metadata.csv`; every row must name an answer that is among its options."""
+    """Read `root/track/metadata.csv` (`limit`: that many clips balanced over labels); answers must be options."""
     root = Path(root)
     meta = root / track / "metadata.csv"
     if not meta.exists():
@@ -59,7 +78,7 @@ def load_track(root: str | Path, track: str, limit: int | None = None) -> list[S
             )
         rows = list(reader)
     out = []
-    for n, row in enumerate(rows[:limit] if limit else rows, start=2):
+    for n, row in balanced(rows, limit):
         options = parse_options(row["single_instruction"])
         m = _ANSWER.match(row["single_answer"])
         answer = m.group(2).strip().rstrip(".") if m else row["single_answer"].strip()
