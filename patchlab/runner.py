@@ -110,11 +110,28 @@ def compute_shard(config: dict, shard: Shard, out: str) -> str:
     return shard.name
 
 
+def model_fingerprint(model: str) -> str:
+    """What identifies the weights: the committed projector's hash for patchlab-mini, else the checkpoint's files."""
+    import hashlib
+
+    if model == "patchlab-mini":
+        from .mini.build import PROJECTOR
+
+        return "patchlab-mini:" + hashlib.sha256(PROJECTOR.read_bytes()).hexdigest()[:16]
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return model
+    files = sorted((f.name, f.stat().st_size) for f in path.iterdir() if f.is_file())
+    config = (path / "config.json").read_bytes() if (path / "config.json").exists() else b""
+    return hashlib.sha256(repr(files).encode() + config).hexdigest()[:16]
+
+
 def _start(exp: Experiment, out: Path, resume: bool, small: bool) -> None:
     meta = out / "run.json"
     record = {
         "name": exp.name,
         "digest": exp.digest(),
+        "model_fingerprint": model_fingerprint(exp.model),
         "small": small,
         "code_version": code_version(),
         "config": dataclasses.asdict(exp),

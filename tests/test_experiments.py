@@ -83,6 +83,13 @@ def test_resume_refuses_a_different_config(tiny_config, reference_run):
         run(from_dict(tiny_config, "test"), reference_run, progress=False)
     with pytest.raises(PatchlabError, match="different config.*seed"):
         run(from_dict({**tiny_config, "seed": 1}, "test"), reference_run, resume=True, progress=False)
+    meta = json.loads((reference_run / "run.json").read_text())
+    (reference_run / "run.json").write_text(json.dumps({**meta, "model_fingerprint": "other weights"}))
+    try:
+        with pytest.raises(PatchlabError, match="other weights of"):
+            run(from_dict(tiny_config, "test"), reference_run, resume=True, progress=False)
+    finally:
+        (reference_run / "run.json").write_text(json.dumps(meta))
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_config, reference_run, tmp_path):
