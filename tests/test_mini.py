@@ -110,14 +110,18 @@ def test_short_training_lowers_the_loss(sakura, tmp_path):
 
 
 @needs_parts
-def test_committed_projector_mini_hears_gender(sakura):
-    """The real patchlab-mini (committed projector) beats chance on a few SAKURA gender clips."""
+def test_committed_projector_mini_hears_language(sakura):
+    """The real patchlab-mini (committed projector) answers SAKURA's 4-option language question above chance (25%).
+
+    32 balanced clips give 34.4% with the committed projector (all 148: 39.9%, MODEL_CARD.md); a projector that
+    ignored the audio would sit near 25%.
+    """
     from patchlab.mini.evaluate import single_hop_accuracy
 
     lalm = patchlab.load("patchlab-mini")
     assert not lalm.is_random and lalm.family == "patchlab_mini"
-    res = single_hop_accuracy(lalm, sakura, ["Gender"], limit=12)
-    assert res["correct"].mean() >= 0.6
+    res = single_hop_accuracy(lalm, sakura, ["Language"], limit=32)
+    assert res["correct"].mean() >= 0.3
 
 
 @pytest.mark.parametrize("peer", ["transformer_lens", "nnsight"])
