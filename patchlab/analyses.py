@@ -14,7 +14,7 @@ from .enrich import enrichment_rows, grid, search
 from .errors import PatchlabError
 from .experiment import Experiment
 from .grounding import REGIONS, grounding
-from .lens import chance_threshold, critical_layer, sample_lens
+from .lens import chance_threshold, critical_layers, information_scores, sample_lens, score_matrix
 from .models.base import HookedLALM, Prompt
 from .patching import patch, region_specs
 
@@ -33,45 +33,37 @@ def cue_prompt(sample, fmt: str, cue_label: str) -> Prompt:
     return Prompt(f"Note: the {attr} is {verbalize(cue_label, 'qa')}. {base.instruction}".strip(), base.prefix)
 
 
-def _patch_rows(lalm, exp, samples, pool, labels, prompts=None, condition=None) -> pd.DataFrame:
+def _pair(lalm, exp, s, pool, labels, prompt=None):
     kind = exp.patch.get("corruption", "swap")
-    pairs = [
-        make_pair(
-            lalm,
-            s,
-            kind,
-            exp.prompt,
-            labels.index(s.label),
-            pool,
-            exp.seed,
-            prompt=None if prompts is None else prompts[s.id],
-        )
-        for s in samples
-    ]
+    return make_pair(lalm, s, kind, exp.prompt, labels.index(s.label), pool, exp.seed, prompt=prompt)
+
+
+def _patch_rows(lalm, exp, pairs, labels, track, condition=None) -> pd.DataFrame:
+    """Clean audio / text / final positions patched into each corrupted run, at every layer."""
     specs = region_specs(lalm.n_layers, REGIONS, exp.patch.get("site", "resid_pre"))
     t = patch(lalm, pairs, specs, labels.token_ids, max_batch=exp.patch.get("max_batch", 64), progress=False).table
-    t.insert(0, "track", samples[0].track)
+    t.insert(0, "track", track)
     if condition is not None:
         t.insert(1, "condition", condition)
     t["donor"] = t["sample"].map({p.sample: p.corruption.get("donor", "") for p in pairs})
     return t
 
 
-def usable(lalm: HookedLALM, exp: Experiment, samples, pool, labels) -> tuple[list, pd.DataFrame]:
-    """Samples whose audio loads and whose pair can be built; the others become warning rows (sample, error, fix)."""
-    ok, skipped = [], []
+def usable(lalm: HookedLALM, exp: Experiment, samples, pool, labels) -> tuple[list, dict, dict, pd.DataFrame]:
+    """Samples whose audio loads and (for patching analyses) whose pair can be built, with their waveforms and
+    pairs; the others become warning rows (sample, error, fix)."""
+    ok, waves, pairs, skipped = [], {}, {}, []
+    needs_pair = bool({"patch", "ground", "cue"} & set(exp.analyses))
     for s in samples:
         try:
-            load_audio(s.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
-            if {"patch", "ground", "cue"} & set(exp.analyses):
-                make_pair(
-                    lalm, s, exp.patch.get("corruption", "swap"), exp.prompt, labels.index(s.label), pool, exp.seed
-                )
+            waves[s.id] = load_audio(s.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
+            if needs_pair:
+                pairs[s.id] = _pair(lalm, exp, s, pool, labels)
             ok.append(s)
         except PatchlabError as e:
             warnings.warn(f"skipping {s.track}/{s.id}: {e.what}", stacklevel=2)
             skipped.append(dict(track=s.track, sample=s.id, path=str(s.path), error=e.what, fix=e.fix))
-    return ok, pd.DataFrame(skipped, columns=["track", "sample", "path", "error", "fix"])
+    return ok, waves, pairs, pd.DataFrame(skipped, columns=["track", "sample", "path", "error", "fix"])
 
 
 def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataFrame]:
@@ -79,43 +71,44 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
     pool = load_track(exp.data, shard.track)
     track_labels = sorted({s.label for s in pool})
     labels = label_set(lalm, track_labels, exp.prompt)
-    samples, skipped = usable(
-        lalm, exp, load_track(exp.data, shard.track, exp.limit)[shard.start : shard.stop], pool, labels
-    )
+    samples = load_track(exp.data, shard.track, exp.limit)[shard.start : shard.stop]
+    samples, waves, pairs, skipped = usable(lalm, exp, samples, pool, labels)
     out: dict[str, pd.DataFrame] = {"skipped": skipped}
     if not samples:
         return out
+
+    def prepared(s, prompt: Prompt):
+        return lalm.prepare(waves[s.id], lalm.sampling_rate, prompt, id=s.id, label=s.label)
+
     if "lens" in exp.analyses:
         rows = []
         for fmt in exp.formats:
             ls = label_set(lalm, track_labels, fmt)
             for s in samples:
-                wave = load_audio(s.path, lalm.sampling_rate)
-                batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(s, fmt), id=s.id, label=s.label)
+                batch = prepared(s, build_prompt(s, fmt))
                 rows += [
                     {"track": s.track, "format": fmt, **r}
                     for r in sample_lens(lalm, batch, ls, exp.lens.get("last_text", 5), exp.lens.get("audio_bins", 10))
                 ]
         out["lens"] = pd.DataFrame(rows)
     if "patch" in exp.analyses or "ground" in exp.analyses:
-        out["patch"] = _patch_rows(lalm, exp, samples, pool, labels)
+        out["patch"] = _patch_rows(lalm, exp, [pairs[s.id] for s in samples], labels, shard.track)
     if "enrich" in exp.analyses:
         combos = grid(lalm.n_layers, exp.enrich.get("coefficients", (0.5, 1.0, "mean")), exp.enrich.get("step"))
         rows = []
         for s in samples:
-            wave = load_audio(s.path, lalm.sampling_rate)
-            batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(s, exp.prompt), id=s.id, label=s.label)
+            batch = prepared(s, build_prompt(s, exp.prompt))
             rows += [
                 {"track": s.track, **r}
                 for r in enrichment_rows(lalm, batch, combos, labels.token_ids, labels.index(s.label))
             ]
         out["enrich"] = pd.DataFrame(rows)
     if "cue" in exp.analyses:
-        out["cue"], out["cue_patch"] = _cue_tables(lalm, exp, samples, pool, labels, track_labels)
+        out["cue"], out["cue_patch"] = _cue_tables(lalm, exp, samples, waves, pool, labels, track_labels)
     return out
 
 
-def _cue_tables(lalm, exp, samples, pool, labels, track_labels):
+def _cue_tables(lalm, exp, samples, waves, pool, labels, track_labels):
     """Listen vs guess: each clip with a cue that agrees and one that conflicts; answers and grounding per condition."""
     import torch
 
@@ -127,8 +120,7 @@ def _cue_tables(lalm, exp, samples, pool, labels, track_labels):
             others = [la for la in track_labels if la != s.label]
             cue = s.label if condition == "agree" else others[int(rng.integers(len(others)))]
             prompts[s.id] = cue_prompt(s, exp.prompt, cue)
-            wave = load_audio(s.path, lalm.sampling_rate)
-            batch = lalm.prepare(wave, lalm.sampling_rate, prompts[s.id])
+            batch = lalm.prepare(waves[s.id], lalm.sampling_rate, prompts[s.id])
             with torch.no_grad():
                 logits = lalm.forward(batch)[0, -1, list(labels.token_ids)]
             chosen = labels.labels[int(logits.argmax())]
@@ -144,7 +136,8 @@ def _cue_tables(lalm, exp, samples, pool, labels, track_labels):
                     follows_cue=chosen == cue,
                 )
             )
-        patches.append(_patch_rows(lalm, exp, samples, pool, labels, prompts, condition))
+        pairs = [_pair(lalm, exp, s, pool, labels, prompts[s.id]) for s in samples]
+        patches.append(_patch_rows(lalm, exp, pairs, labels, samples[0].track, condition))
     return pd.DataFrame(rows), pd.concat(patches, ignore_index=True)
 
 
@@ -183,20 +176,15 @@ def merge(
     n_layers = None
     if "lens" in tables:
         per = tables["lens"]
-        scores = per.groupby(["track", "format", "layer", "position"], sort=False, as_index=False)["correct"].mean()
-        scores = scores.rename(columns={"correct": "score"})
+        scores = information_scores(per, by=("track", "format"))
         write_table(out / "tables" / "lens_per_sample.csv", per)
         write_table(out / "tables" / "information_scores.csv", scores)
         n_layers = int(per["layer"].max()) + 1
+        label_counts = {t: len({s.label for s in load_track(exp.data, t)}) for t in scores["track"].unique()}
         for (track, fmt), g in scores.groupby(["track", "format"], sort=False):
-            n_labels = len({s.label for s in load_track(exp.data, track)})  # the lens reads the track's label set
+            n_labels = label_counts[track]  # the lens reads the track's label set
             alpha = exp.lens.get("alpha", 0.2)
-            crit = {
-                pos: critical_layer(
-                    h.sort_values("layer")["score"].to_numpy(), n_labels, alpha, exp.lens.get("weight", "excess")
-                )
-                for pos, h in g.groupby("position", sort=False)
-            }
+            crit = critical_layers(g, n_labels, alpha, exp.lens.get("weight", "excess"))
             final = g[g.position == "final"].sort_values("layer")["score"].to_numpy()
             t = summary["tracks"].setdefault(track, {})
             t.setdefault("lens", {})[fmt] = {
@@ -207,9 +195,8 @@ def merge(
                 "max_score": float(final.max()),
                 "critical_layers": crit,
             }
-            m = g.pivot(index="layer", columns="position", values="score")[list(dict.fromkeys(g["position"]))]
             path = plots.lens_heatmap(
-                m, crit, out / "plots" / f"lens_{track}_{fmt}.png", f"{track} / {fmt}: information score"
+                score_matrix(g), crit, out / "plots" / f"lens_{track}_{fmt}.png", f"{track} / {fmt}: information score"
             )
             figures.append((f"Logit lens: {track}, {fmt} prompt", path))
     if "patch" in tables:

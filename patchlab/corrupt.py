@@ -15,6 +15,7 @@ import torch
 
 from .data import Sample, build_prompt, fit_length, load_audio
 from .errors import PatchlabError
+from .hooks import decoder_input_embeds
 from .models.base import Batch, HookedLALM, Prompt
 
 CORRUPTIONS = ("swap", "noise", "silence", "text")
@@ -127,14 +128,4 @@ def audio_embedding_noise(lalm: HookedLALM, batch: Batch, scale: float, rng: np.
 
 def decoder_inputs(lalm: HookedLALM, batch: Batch) -> torch.Tensor:
     """The embeddings the decoder receives (audio embeddings already scattered in)."""
-    got: dict[str, torch.Tensor] = {}
-
-    def grab(mod, args, kwargs):
-        got["x"] = kwargs["inputs_embeds"].detach()
-
-    h = lalm.decoder.register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        lalm.forward(batch)
-    finally:
-        h.remove()
-    return got["x"]
+    return decoder_input_embeds(lalm, batch.to(lalm.device, lalm.dtype).tensors)

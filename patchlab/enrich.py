@@ -46,9 +46,9 @@ def enriched_logits(
     kw: dict = {}
     with layer_inputs(lalm, kw):
         clean = record(lalm, batch, ["resid_pre"], device=None)
+    base = clean.final_logits[0, list(label_ids)]
     with torch.no_grad():
         cache = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True).cache
-        base = lalm.forward(batch)[0, -1, rows].float()
     n, length = len(combos), batch.length
     p0 = length - 1
     prefix = PrefixKV([la.keys for la in cache.layers], [la.values for la in cache.layers], p0, n)

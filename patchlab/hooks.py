@@ -149,6 +149,22 @@ def layer_inputs(lalm: HookedLALM, out: dict[str, Any]) -> Iterator[None]:
         handle.remove()
 
 
+def decoder_input_embeds(lalm: HookedLALM, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The embeddings the decoder receives for model inputs `tensors` (audio embeddings already scattered in)."""
+    got: dict[str, torch.Tensor] = {}
+
+    def grab(mod, args, kwargs):
+        got["x"] = kwargs["inputs_embeds"].detach()
+
+    handle = lalm.decoder.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            lalm.model(**tensors, use_cache=False)
+    finally:
+        handle.remove()
+    return got["x"]
+
+
 class PrefixKV:
     """Keys and values of positions [0, p0) from a recorded run, served to attention as its cache.
 

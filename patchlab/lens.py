@@ -56,6 +56,27 @@ def critical_layer(scores: Sequence[float], n_labels: int, alpha: float = 0.2, w
     return float((np.arange(len(s)) * w).sum() / w.sum())
 
 
+def information_scores(per_sample: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """I(l, i): the mean correctness over samples per (*by, layer, position), as a tidy `score` column."""
+    keys = [*by, "layer", "position"]
+    scores = per_sample.groupby(keys, sort=False, as_index=False)["correct"].mean()
+    return scores.rename(columns={"correct": "score"})
+
+
+def critical_layers(scores: pd.DataFrame, n_labels: int, alpha: float = 0.2, weight: str = "excess") -> dict:
+    """The critical layer of every position group of one (track, format)'s information scores."""
+    return {
+        pos: critical_layer(g.sort_values("layer")["score"].to_numpy(), n_labels, alpha, weight)
+        for pos, g in scores.groupby("position", sort=False)
+    }
+
+
+def score_matrix(scores: pd.DataFrame) -> pd.DataFrame:
+    """Scores as a layers x positions table (position columns in address order)."""
+    order = list(dict.fromkeys(scores["position"]))
+    return scores.pivot(index="layer", columns="position", values="score")[order]
+
+
 @dataclass
 class LensResult:
     """Information scores (tidy: layer, position, score), per-sample correctness, accuracy, critical layers."""
@@ -72,8 +93,7 @@ class LensResult:
 
     def matrix(self) -> pd.DataFrame:
         """Scores as a layers x positions table (position columns in address order)."""
-        order = list(dict.fromkeys(self.scores["position"]))
-        return self.scores.pivot(index="layer", columns="position", values="score")[order]
+        return score_matrix(self.scores)
 
     def summary(self) -> dict:
         return {
@@ -125,13 +145,9 @@ def lens(
         batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(s, fmt), id=s.id, label=s.label)
         rows += sample_lens(lalm, batch, ls, last_text, audio_bins)
     per = pd.DataFrame(rows)
-    scores = per.groupby(["layer", "position"], sort=False, as_index=False)["correct"].mean()
-    scores = scores.rename(columns={"correct": "score"})
+    scores = information_scores(per)
     final = per[(per.position == "final") & (per.layer == lalm.n_layers - 1)]
-    crit = {
-        pos: critical_layer(g.sort_values("layer")["score"].to_numpy(), len(ls.labels), alpha, weight)
-        for pos, g in scores.groupby("position", sort=False)
-    }
+    crit = critical_layers(scores, len(ls.labels), alpha, weight)
     return LensResult(
         scores,
         per,

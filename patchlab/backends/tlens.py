@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..errors import PatchlabError
+from ..hooks import decoder_input_embeds
 from ..models.base import HookedLALM
 
 TL_HOOK = {
@@ -69,21 +70,7 @@ def decoder_as_causal_lm(lalm: HookedLALM) -> Any:
 
 def _input(lalm: HookedLALM, inputs: dict[str, torch.Tensor], embeds: bool):
     """What the bridge takes: the LALM's inputs, or (decoder-only bridge) the decoder's input embeddings."""
-    if not embeds:
-        ids, rest = _split(inputs)
-        return ids, rest
-    got: dict[str, torch.Tensor] = {}
-
-    def grab(mod, args, kwargs):
-        got["x"] = kwargs["inputs_embeds"].detach()
-
-    h = lalm.decoder.register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        with torch.no_grad():
-            lalm.model(**inputs, use_cache=False)
-    finally:
-        h.remove()
-    return got["x"], {}
+    return (decoder_input_embeds(lalm, inputs), {}) if embeds else _split(inputs)
 
 
 def _split(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

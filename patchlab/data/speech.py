@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import shutil
 import struct
 import subprocess
@@ -396,8 +397,6 @@ def build_training_set(out: str | Path, per_language: int = 40, per_animal: int 
         if not track_rows:
             continue
         buf = [HEADER.split(",")] + track_rows
-        import io
-
         s = io.StringIO()
         csv.writer(s).writerows(buf)
         write_atomic(out / track / "metadata.csv", s.getvalue())

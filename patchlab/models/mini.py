@@ -32,9 +32,6 @@ class MiniAdapter(Adapter):
             f"<|im_start|>assistant\n{prompt.prefix}"
         )
 
-    def process(self, processor: Any, text: str, audio, sampling_rate: int) -> dict:
-        return processor(text=text, audio=audio, sampling_rate=sampling_rate)
-
     def tiny(self, tokenizer: Any, out_dir: str) -> None:
         from transformers import WhisperFeatureExtractor
 

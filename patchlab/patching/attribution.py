@@ -24,7 +24,8 @@ ATP_SITES = ("resid_pre", "attn_out", "mlp_out")
 
 
 def _corrupt_with_grads(lalm: HookedLALM, pair: Pair, sites: Sequence[str], label_ids: Sequence[int]):
-    """Corrupted forward keeping each site's activation in the graph, then one backward of the logit difference."""
+    """Corrupted forward keeping each site's activation in the graph, then one backward of the logit difference;
+    returns the activations (with .grad) and the corrupted run's logit difference."""
     acts: dict[tuple[str, int], torch.Tensor] = {}
 
     def keep(key):
@@ -47,7 +48,7 @@ def _corrupt_with_grads(lalm: HookedLALM, pair: Pair, sites: Sequence[str], labe
             metric.backward()
     finally:
         handle.remove()
-    return acts
+    return acts, float(metric)
 
 
 def attribution(
@@ -60,14 +61,10 @@ def attribution(
     rows = []
     for pair in pairs:
         clean = record(lalm, pair.clean, list(sites), device=None)
-        with torch.no_grad():
-            ends = {}
-            for name, batch in (("clean", pair.clean), ("corrupt", pair.corrupt)):
-                with embed_noise(lalm, pair.embed_noise if name == "corrupt" else None):
-                    lo = lalm.forward(batch)[:, -1]
-                ends[name] = float(final_metrics(lo, label_ids, pair.label, lo)["logit_diff"][0])
-        acts = _corrupt_with_grads(lalm, pair, sites, label_ids)
-        den = ends["clean"] - ends["corrupt"]
+        lo = clean.final_logits
+        clean_metric = float(final_metrics(lo, label_ids, pair.label, lo)["logit_diff"][0])
+        acts, corrupt_metric = _corrupt_with_grads(lalm, pair, sites, label_ids)
+        den = clean_metric - corrupt_metric
         for (site, layer), a in acts.items():
             est = ((clean[(site, layer)].to(a.dtype) - a.detach()) * a.grad)[0].sum(-1).float()
             for pos, e in enumerate(est.tolist()):
