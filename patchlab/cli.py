@@ -84,7 +84,7 @@ def cmd_mini(args: argparse.Namespace) -> None:
     elif args.mini_cmd == "data":
         from .data.speech import build_training_set
 
-        out = build_training_set(args.out, args.per_language, args.per_animal, args.seed)
+        out = build_training_set(args.out, args.per_language, args.per_animal, args.seed, args.per_gender)
         print(f"synthetic training set (SAKURA layout) -> {out}")
     elif args.mini_cmd == "train":
         from .mini.train import train
@@ -205,6 +205,9 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True)
     q.add_argument("--per-language", type=int, default=40)
     q.add_argument("--per-animal", type=int, default=24)
+    q.add_argument(
+        "--per-gender", type=int, default=200, help="gender clips of human recordings (KLettres/KTuberling) per gender"
+    )
     q.add_argument("--seed", type=int, default=0)
     q = msub.add_parser("train", help="train the projector (encoder and LLM frozen)")
     q.add_argument("--data", required=True, help="training set from `patchlab mini data` (not SAKURA)")

@@ -1,8 +1,9 @@
-"""Synthetic labelled training audio in SAKURA's layout: espeak-ng and Festival speech, GCompris animal sounds.
+"""Labelled training audio in SAKURA's layout: espeak-ng and Festival speech, human recordings (KLettres,
+KTuberling) for gender, GCompris animal sounds.
 
 patchlab-mini trains on this, never on SAKURA (which stays for evaluation). Needs the Debian packages espeak-ng,
-festival with its voices (festvox-kallpc16k, festvox-us-slt-hts, festvox-italp16k, festvox-itapc16k,
-festvox-czech-dita, festvox-czech-machac, festvox-suopuhe-lj, festvox-suopuhe-mv) and gcompris-qt-data.
+festival with its voices (festvox-kallpc16k, festvox-italp16k, festvox-itapc16k, festvox-czech-dita,
+festvox-czech-machac, festvox-suopuhe-lj, festvox-suopuhe-mv), klettres-data, ktuberling-data and gcompris-qt-data.
 """
 
 from __future__ import annotations
@@ -184,6 +185,11 @@ ANIMALS = {  # SAKURA label -> sounds inside GCompris' Qt resources (rooster and
     "frog": ["memory-sound/resource/LRFrogsInPondDuringStormLACut.ogg"],
 }
 GCOMPRIS_RCC = Path("/usr/share/gcompris-qt/rcc")
+# Human recordings of letters, syllables and words (KDE's KLettres and KTuberling), one directory per speaker and
+# language. Used for gender only, labelled by the speaker's median F0: as language examples they exist for five of
+# SAKURA's eight languages (one speaker each), so their natural timbre would itself predict a language.
+HUMAN_SPEECH = (Path("/usr/share/klettres"), Path("/usr/share/ktuberling/sounds"))
+F0_MALE, F0_FEMALE = (60.0, 150.0), (185.0, 320.0)  # Hz; recordings between (or outside) the two are not used
 QUESTIONS = {
     "Gender": [
         "What is the speaker's gender in this audio?",
@@ -316,6 +322,51 @@ def augment(x: np.ndarray, rng: np.random.Generator, max_seconds: float = 8.0) -
     return np.clip(x + noise, -1, 1).astype(np.float32)
 
 
+def median_f0(x: np.ndarray, rate: int = RATE) -> float:
+    """Median F0 (Hz) over voiced 40 ms frames by autocorrelation (60-400 Hz); NaN when under 4 frames are voiced."""
+    frame = int(0.04 * rate)
+    if len(x) < 2 * frame:
+        return float("nan")
+    frames = np.lib.stride_tricks.sliding_window_view(x, frame)[:: frame // 2] * np.hanning(frame)
+    frames = frames[np.sqrt((frames**2).mean(1)) >= 0.02 * np.abs(x).max()]
+    spec = np.fft.rfft(frames, 2 * frame)
+    ac = np.fft.irfft(np.abs(spec) ** 2)[:, :frame]
+    lo, hi = rate // 400, rate // 60
+    lag = lo + ac[:, lo:hi].argmax(1)
+    voiced = ac[np.arange(len(lag)), lag] > 0.4 * ac[:, 0]
+    return float(np.median(rate / lag[voiced])) if voiced.sum() >= 4 else float("nan")
+
+
+def human_speech_by_speaker() -> dict[tuple[str, str], list[np.ndarray]]:
+    """KLettres/KTuberling recordings grouped by (speaker directory, gender from F0); groups under 5 dropped."""
+    groups: dict[tuple[str, str], list[np.ndarray]] = {}
+    files = sorted(f for root in HUMAN_SPEECH if root.exists() for f in root.rglob("*.ogg"))
+    for f in tqdm(files, desc="reading human recordings", leave=False):
+        if "@" in f.parent.name:  # KTuberling's Serbian script variants repeat the sr recordings
+            continue
+        x = _read(f)
+        f0 = median_f0(x)
+        gender = "male" if F0_MALE[0] < f0 < F0_MALE[1] else "female" if F0_FEMALE[0] < f0 < F0_FEMALE[1] else None
+        if gender:
+            groups.setdefault((str(f.parent), gender), []).append(x)
+    return {k: v for k, v in groups.items() if len(v) >= 5}
+
+
+def human_clips(per_gender: int, rng: np.random.Generator) -> list[Clip]:
+    """Gender clips of 4-9 recordings of one speaker (pauses between), augmented: real voices, dozens of speakers."""
+    groups = human_speech_by_speaker()
+    clips = []
+    for gender in ("female", "male"):
+        keys = sorted(k for k in groups if k[1] == gender)
+        for _ in range(per_gender if keys else 0):
+            key = keys[rng.integers(len(keys))]
+            parts = []
+            for j in rng.choice(len(groups[key]), size=int(rng.integers(4, 10))):
+                parts += [groups[key][j], np.zeros(int(rng.uniform(0.05, 0.3) * RATE), np.float32)]
+            clips.append(Clip(augment(np.concatenate(parts), rng), {"Gender": gender}, f"human {key[0]}"))
+    return clips
+
+
 def pseudo_sentence(sentences: list[str], rng: np.random.Generator) -> str:
     """6-12 words (Chinese: characters) drawn from a language's sentences: more phonetic variety than the
     sentences themselves, so the projector learns the language's sound, not ten memorized utterances."""
@@ -369,12 +420,19 @@ def _question(track: str, label: str, labels: list[str], rng: np.random.Generato
     return f"{rng.choice(QUESTIONS[track])} {text}", f"({chr(97 + i)}) {label[:1].upper() + label[1:]}"
 
 
-def build_training_set(out: str | Path, per_language: int = 40, per_animal: int = 24, seed: int = 0) -> Path:
-    """Write Gender/, Language/ and Animal/ tracks in SAKURA's layout under `out` (same seed -> same audio)."""
+def build_training_set(
+    out: str | Path, per_language: int = 40, per_animal: int = 24, seed: int = 0, per_gender: int = 0
+) -> Path:
+    """Write Gender/, Language/ and Animal/ tracks in SAKURA's layout under `out` (same seed -> same audio);
+    `per_gender` clips of human recordings per gender join the Gender track where KLettres/KTuberling are installed."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     with tqdm(total=2, desc="synthesizing training audio") as bar:
         clips = speech_clips(per_language, rng)
+        if per_gender and any(root.exists() for root in HUMAN_SPEECH):
+            clips += human_clips(per_gender, rng)
+        elif per_gender:
+            warnings.warn("no human recordings (apt-get install klettres-data ktuberling-data)", stacklevel=2)
         bar.update()
         if GCOMPRIS_RCC.exists():
             clips += animal_clips(per_animal, rng)

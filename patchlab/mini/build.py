@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -55,15 +56,20 @@ def assemble(projector: Path | None = None, random_projector: bool = False, seed
 
 
 def build(out: Path | None = None, projector: Path | None = None, force: bool = False) -> Path:
-    """Write the checkpoint directory once (default ~/.cache/patchlab/patchlab-mini); reuse it after."""
+    """Write the checkpoint directory once (default ~/.cache/patchlab/patchlab-mini); reuse it while it was built
+    from the same projector file (a checkpoint built from an older committed projector is rebuilt)."""
     out = Path(out or default_dir())
-    if (out / "model.safetensors").exists() and not force:
+    projector = Path(projector or PROJECTOR)
+    digest = hashlib.sha256(projector.read_bytes()).hexdigest()
+    stamp = out / "projector.sha256"
+    if (out / "model.safetensors").exists() and not force and stamp.exists() and stamp.read_text() == digest:
         return out
     model, processor = assemble(projector)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
+    (tmp / "projector.sha256").write_text(digest)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out

@@ -1,12 +1,14 @@
 """Attribution patching (AtP): every (layer, position) cell's patching effect from two forwards and one backward.
 
 Denoising estimate for a cell: (a_clean - a_corrupt) . d metric / d a, the gradient taken on the corrupted run.
-It is a first-order estimate; `verify_top` re-runs the K largest cells with real patching.
+It is a first-order estimate; for resid_pre, AtP*'s query/key fix (`qk_fix`) makes the layer's own attention
+pattern change exact. `verify_top` re-runs the K largest cells with real patching.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import pandas as pd
 import torch
@@ -18,14 +20,16 @@ from ..metrics import final_metrics
 from ..models.base import HookedLALM
 from ..record import record
 from .engine import embed_noise, patch
+from .qk_fix import capture_attention, qk_correction
 from .spec import PatchSpec
 
 ATP_SITES = ("resid_pre", "attn_out", "mlp_out")
 
 
-def _corrupt_with_grads(lalm: HookedLALM, pair: Pair, sites: Sequence[str], label_ids: Sequence[int]):
+def _corrupt_with_grads(lalm: HookedLALM, pair: Pair, sites: Sequence[str], label_ids: Sequence[int], attention):
     """Corrupted forward keeping each site's activation in the graph, then one backward of the logit difference;
-    returns the activations (with .grad) and the corrupted run's logit difference."""
+    returns the activations (with .grad), the attention record (`attention` is a capture context or a null one)
+    and the corrupted run's logit difference."""
     acts: dict[tuple[str, int], torch.Tensor] = {}
 
     def keep(key):
@@ -41,33 +45,42 @@ def _corrupt_with_grads(lalm: HookedLALM, pair: Pair, sites: Sequence[str], labe
     reads = {(s, la): keep((s, la)) for s in sites for la in range(lalm.n_layers)}
     handle = lalm.decoder.register_forward_pre_hook(leaf, with_kwargs=True)
     try:
-        with torch.enable_grad(), embed_noise(lalm, pair.embed_noise), hooked(lalm, reads=reads):
+        with torch.enable_grad(), embed_noise(lalm, pair.embed_noise), hooked(lalm, reads=reads), attention as att:
             batch = pair.corrupt.to(lalm.device, lalm.dtype)
             logits = lalm.model(**batch.tensors, use_cache=False, logits_to_keep=1).logits[:, -1]
             metric = final_metrics(logits, label_ids, pair.label, logits.detach())["logit_diff"].sum()
             metric.backward()
     finally:
         handle.remove()
-    return acts, float(metric)
+    return acts, att, float(metric.detach())
 
 
 def attribution(
-    lalm: HookedLALM, pairs: Sequence[Pair], label_ids: Sequence[int], sites: Sequence[str] = ("resid_pre",)
+    lalm: HookedLALM,
+    pairs: Sequence[Pair],
+    label_ids: Sequence[int],
+    sites: Sequence[str] = ("resid_pre",),
+    qk_fix: bool = True,
 ) -> pd.DataFrame:
-    """AtP estimates of the restored logit difference for every (site, layer, position) of every pair."""
+    """AtP estimates of the restored logit difference for every (site, layer, position) of every pair: `atp` is
+    AtP* for resid_pre when `qk_fix` (the plain first-order estimate stays in `atp_linear`)."""
     bad = [s for s in sites if s not in ATP_SITES]
     if bad:
         raise PatchlabError(f"attribution patching does not support sites {bad}", f"use {', '.join(ATP_SITES)}")
     rows = []
     for pair in pairs:
-        clean = record(lalm, pair.clean, list(sites), device=None)
+        fix = qk_fix and "resid_pre" in sites
+        with capture_attention(lalm) if fix else nullcontext() as clean_att:
+            clean = record(lalm, pair.clean, list(sites), device=None)
         lo = clean.final_logits
         clean_metric = float(final_metrics(lo, label_ids, pair.label, lo)["logit_diff"][0])
-        acts, corrupt_metric = _corrupt_with_grads(lalm, pair, sites, label_ids)
+        attention = capture_attention(lalm) if fix else nullcontext()
+        acts, corrupt_att, corrupt_metric = _corrupt_with_grads(lalm, pair, sites, label_ids, attention)
         den = clean_metric - corrupt_metric
         for (site, layer), a in acts.items():
-            est = ((clean[(site, layer)].to(a.dtype) - a.detach()) * a.grad)[0].sum(-1).float()
-            for pos, e in enumerate(est.tolist()):
+            linear = ((clean[(site, layer)].to(a.dtype) - a.detach()) * a.grad)[0].sum(-1).float()
+            est = linear + qk_correction(clean_att, corrupt_att, layer) if fix and site == "resid_pre" else linear
+            for pos, (e, lin) in enumerate(zip(est.tolist(), linear.tolist())):
                 rows.append(
                     dict(
                         sample=pair.sample,
@@ -75,6 +88,7 @@ def attribution(
                         layer=layer,
                         position=pos,
                         atp=e,
+                        atp_linear=lin,
                         atp_restored=e / den if abs(den) > 1e-6 else float("nan"),
                     )
                 )
