@@ -111,10 +111,8 @@ def test_qk_fix_tracks_the_real_effect_through_the_attention_pattern(qwen, atp_s
     with qk_fix.capture_attention(qwen) as clean:
         record(qwen, pair.clean, ["resid_pre"], device=None)
     _, att, base = _corrupt_with_grads(qwen, pair, ["resid_pre"], labels.token_ids, qk_fix.capture_attention(qwen))
+    exact, linear = qk_fix.qk_terms(clean, att, layer)
     qc, kc = clean.query[layer][0], clean.key[layer][0]
-    q, k = att.query[layer], att.key[layer]
-    linear = ((qc - q[0].detach()) * q.grad[0]).sum((0, 2)) + ((kc - k[0].detach()) * k.grad[0]).sum((0, 2))
-    exact = qk_fix.pattern_change(qc, kc, q[0].detach(), k[0].detach(), att.pattern[layer].grad[0], att.scaling[layer])
 
     at = {}
 

@@ -104,11 +104,17 @@ def pattern_change(
     return (col.sum((0, 1)) + row.sum(0)).float()
 
 
-def qk_correction(clean: AttentionRecord, corrupt: AttentionRecord, layer: int) -> torch.Tensor:
-    """AtP* minus AtP for resid_pre at every position of `layer` (batch row 0): the exact pattern change's effect
-    minus the query/key gradient terms it replaces."""
+def qk_terms(clean: AttentionRecord, corrupt: AttentionRecord, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For resid_pre at every position of `layer` (batch row 0): the exact pattern change's effect, and the
+    query/key gradient terms of plain AtP that it replaces."""
     qc, kc = clean.query[layer][0].detach(), clean.key[layer][0].detach()
     q, k, pattern = corrupt.query[layer], corrupt.key[layer], corrupt.pattern[layer]
     linear = ((qc - q[0].detach()) * q.grad[0]).sum((0, 2)) + ((kc - k[0].detach()) * k.grad[0]).sum((0, 2))
     exact = pattern_change(qc, kc, q[0].detach(), k[0].detach(), pattern.grad[0], corrupt.scaling[layer])
-    return (exact - linear.double()).float()
+    return exact, linear
+
+
+def qk_correction(clean: AttentionRecord, corrupt: AttentionRecord, layer: int) -> torch.Tensor:
+    """AtP* minus AtP for resid_pre at every position of `layer`: exact pattern term minus the terms it replaces."""
+    exact, linear = qk_terms(clean, corrupt, layer)
+    return (exact.double() - linear.double()).float()
