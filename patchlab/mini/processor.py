@@ -14,12 +14,14 @@ AUDIO_TOKEN = "<|AUDIO|>"
 
 
 class PatchlabMiniProcessor:
-    """Expands the single `<|AUDIO|>` in a prompt to as many placeholders as the clip has audio tokens."""
+    """Expands the single `<|AUDIO|>` in a prompt to as many placeholders as the clip has audio tokens (stacked
+    frames, plus the language-ID token when the model has one)."""
 
-    def __init__(self, feature_extractor, tokenizer, stack: int = 4) -> None:
+    def __init__(self, feature_extractor, tokenizer, stack: int = 4, language_token: bool = False) -> None:
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
         self.stack = stack
+        self.language_token = language_token
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> PatchlabMiniProcessor:
@@ -27,8 +29,13 @@ class PatchlabMiniProcessor:
 
         from transformers import AutoTokenizer, WhisperFeatureExtractor
 
-        stack = json.loads((Path(path) / "config.json").read_text()).get("stack", 4)
-        return cls(WhisperFeatureExtractor.from_pretrained(path), AutoTokenizer.from_pretrained(path), stack)
+        config = json.loads((Path(path) / "config.json").read_text())
+        return cls(
+            WhisperFeatureExtractor.from_pretrained(path),
+            AutoTokenizer.from_pretrained(path),
+            config.get("stack", 4),
+            bool(config.get("language_token_ids")),
+        )
 
     def save_pretrained(self, path: str | Path) -> None:
         self.feature_extractor.save_pretrained(path)
@@ -49,8 +56,9 @@ class PatchlabMiniProcessor:
 
     def __call__(self, text: str, audio: np.ndarray, sampling_rate: int, return_tensors: str = "pt") -> dict:
         feats = self.features(audio, sampling_rate)
-        n = int(audio_token_count(int(feats["feature_attention_mask"].sum()), self.stack))
+        frames = max(int(audio_token_count(int(feats["feature_attention_mask"].sum()), self.stack)), 1)
+        n = frames + self.language_token
         if text.count(AUDIO_TOKEN) != 1:
             raise PatchlabError(f"prompt must hold exactly one {AUDIO_TOKEN}", "build it with the adapter's chat_text")
-        ids = self.tokenizer(text.replace(AUDIO_TOKEN, AUDIO_TOKEN * max(n, 1)), return_tensors="pt")
+        ids = self.tokenizer(text.replace(AUDIO_TOKEN, AUDIO_TOKEN * n), return_tensors="pt")
         return {**ids, **feats}

@@ -1,6 +1,7 @@
 """Train patchlab-mini's projector (encoder and LLM frozen) on synthetic attribute questions.
 
-Encoder outputs are computed once per clip and cached; only the projector gets gradients.
+Encoder outputs (and Whisper's language ID) are computed once per clip and cached; only the projector gets
+gradients. Language clips whose language Whisper's own language ID does not recognize are left out.
 """
 
 from __future__ import annotations
@@ -18,20 +19,22 @@ from ..data import build_prompt, load_audio, load_track, tracks, verbalize
 from ..data.sakura import Sample
 from ..io import write_json
 from ..models.base import Prompt
+from .modeling import EncodedAudio
 
 TRAIN_FORMATS = ("mc", "qa", "direct")
 
 
 @dataclass
 class Example:
-    stacked: torch.Tensor  # (audio tokens, d_audio * stack), frozen encoder output
+    audio: EncodedAudio  # frozen encoder output (and Whisper's language ID)
     prompt: Prompt
     target: str
 
 
 def encode_clips(model, processor, samples: list[Sample], batch: int = 8, desc: str = "encoding audio") -> dict:
-    """Stacked Whisper frames per distinct clip (keyed by content hash), computed once with the frozen encoder."""
-    out: dict[str, torch.Tensor] = {}
+    """The frozen audio side per distinct clip (keyed by content hash), computed once: stacked Whisper frames and
+    Whisper's language-ID distribution."""
+    out: dict[str, EncodedAudio] = {}
     keyed, key_of = {}, {}
     for s in samples:
         audio = load_audio(s.path, rate=processor.feature_extractor.sampling_rate, max_seconds=30)
@@ -42,14 +45,33 @@ def encode_clips(model, processor, samples: list[Sample], batch: int = 8, desc: 
         chunk = keys[i : i + batch]
         feats = [processor.features(keyed[k], processor.feature_extractor.sampling_rate) for k in chunk]
         with torch.no_grad():
-            stacked = model.model.stacked_audio(
+            encoded = model.model.encode_audio(
                 torch.cat([f["input_features"] for f in feats]), torch.cat([f["feature_attention_mask"] for f in feats])
             )
-        out.update(zip(chunk, stacked))
+        out.update(zip(chunk, encoded))
     return {path: out[key] for path, key in key_of.items()}
 
 
-def examples(samples: list[Sample], stacked: dict, formats=TRAIN_FORMATS) -> list[Example]:
+def recognized_languages(samples: list[Sample], encoded: dict) -> list[Sample]:
+    """Drop clips labelled with a language that Whisper's own language ID, among the labelled languages, does not
+    pick: espeak-ng's Chinese, Korean and French are rarely recognizable, and training the model to answer against
+    its language-ID token would teach it to distrust that token. Other clips are kept."""
+    from .parts import whisper_languages
+
+    names = [lang["name"] for lang in whisper_languages()]
+    labelled = sorted({s.label.lower() for s in samples} & set(names))
+    if not labelled or encoded[str(samples[0].path)].language is None:
+        return samples
+    columns = torch.tensor([names.index(n) for n in labelled])
+    kept = []
+    for s in samples:
+        lang = encoded[str(s.path)].language
+        if s.label.lower() not in labelled or labelled[int(lang[columns].argmax())] == s.label.lower():
+            kept.append(s)
+    return kept
+
+
+def examples(samples: list[Sample], encoded: dict, formats=TRAIN_FORMATS) -> list[Example]:
     """Every (clip, prompt format) pair with its answer text (end-of-turn included where the turn ends)."""
     out = []
     for s in samples:
@@ -57,7 +79,7 @@ def examples(samples: list[Sample], stacked: dict, formats=TRAIN_FORMATS) -> lis
             answer = verbalize(s.label, fmt)
             out.append(
                 Example(
-                    stacked[str(s.path)], build_prompt(s, fmt), answer if fmt == "direct" else answer + "<|im_end|>"
+                    encoded[str(s.path)], build_prompt(s, fmt), answer if fmt == "direct" else answer + "<|im_end|>"
                 )
             )
     return out
@@ -68,7 +90,7 @@ def collate(model, processor, adapter, batch: list[Example]) -> tuple[torch.Tens
     tok = processor.tokenizer
     rows, labels = [], []
     for ex in batch:
-        text = adapter.chat_text(ex.prompt).replace("<|AUDIO|>", "<|AUDIO|>" * ex.stacked.shape[0])
+        text = adapter.chat_text(ex.prompt).replace("<|AUDIO|>", "<|AUDIO|>" * ex.audio.tokens)
         ids = tok(text, add_special_tokens=False).input_ids
         target = tok(ex.target, add_special_tokens=False).input_ids
         rows.append(ids + target)
@@ -78,7 +100,7 @@ def collate(model, processor, adapter, batch: list[Example]) -> tuple[torch.Tens
     input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     label_ids = torch.tensor([la + [-100] * (width - len(la)) for la in labels])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    embeds = model.model.embed(input_ids, [ex.stacked for ex in batch])  # checks placeholders = audio tokens
+    embeds = model.model.embed(input_ids, [ex.audio for ex in batch])  # checks placeholders = audio tokens
     return embeds, mask, label_ids
 
 
@@ -93,7 +115,7 @@ def answer_loss(model, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.T
 def train(
     data: str | Path,
     out: str | Path,
-    steps: int = 600,
+    steps: int = 500,
     batch_size: int = 8,
     lr: float = 1e-3,
     seed: int = 0,
@@ -116,8 +138,9 @@ def train(
     for p in projector.parameters():
         p.requires_grad_(True)
     samples = [s for t in tracks(data) for s in load_track(data, t, limit=limit)]
-    stacked = encode_clips(model, processor, samples)
-    pool = examples(samples, stacked)
+    encoded = encode_clips(model, processor, samples)
+    kept = recognized_languages(samples, encoded)
+    pool = examples(kept, encoded)
     adapter = ADAPTERS["patchlab_mini"]
     opt = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 20)
@@ -150,7 +173,8 @@ def train(
         batch_size=batch_size,
         lr=lr,
         seed=seed,
-        clips=len(samples),
+        clips=len(kept),
+        dropped_unrecognized_language=len(samples) - len(kept),
         examples=len(pool),
         losses=losses,
     )
