@@ -74,12 +74,43 @@ def read_ct2(blob: bytes) -> dict[str, np.ndarray]:
     return out
 
 
-def whisper_encoder_state(ct2: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], int]:
-    """Map CTranslate2's Whisper encoder variables onto transformers' WhisperEncoder names (fp32)."""
-
+def _tensor_reader(ct2: dict[str, np.ndarray]):
     def t(name: str) -> torch.Tensor:
         return torch.from_numpy(ct2[name].astype(np.float32))
 
+    return t
+
+
+def _n_layers(ct2: dict[str, np.ndarray], side: str) -> int:
+    return sum(1 for k in ct2 if k.startswith(f"{side}/layer_") and k.endswith("/ffn/linear_0/weight"))
+
+
+def _layer_state(t, c: str, h: str) -> dict[str, torch.Tensor]:
+    """Self-attention (CTranslate2 fuses q, k, v) and feed-forward of one layer, shared by encoder and decoder."""
+    q, k, v = t(f"{c}/self_attention/linear_0/weight").chunk(3)
+    qb, _kb, vb = t(f"{c}/self_attention/linear_0/bias").chunk(3)  # Whisper's key projection has no bias
+    return {
+        f"{h}.self_attn.q_proj.weight": q,
+        f"{h}.self_attn.q_proj.bias": qb,
+        f"{h}.self_attn.k_proj.weight": k,
+        f"{h}.self_attn.v_proj.weight": v,
+        f"{h}.self_attn.v_proj.bias": vb,
+        f"{h}.self_attn.out_proj.weight": t(f"{c}/self_attention/linear_1/weight"),
+        f"{h}.self_attn.out_proj.bias": t(f"{c}/self_attention/linear_1/bias"),
+        f"{h}.self_attn_layer_norm.weight": t(f"{c}/self_attention/layer_norm/gamma"),
+        f"{h}.self_attn_layer_norm.bias": t(f"{c}/self_attention/layer_norm/beta"),
+        f"{h}.fc1.weight": t(f"{c}/ffn/linear_0/weight"),
+        f"{h}.fc1.bias": t(f"{c}/ffn/linear_0/bias"),
+        f"{h}.fc2.weight": t(f"{c}/ffn/linear_1/weight"),
+        f"{h}.fc2.bias": t(f"{c}/ffn/linear_1/bias"),
+        f"{h}.final_layer_norm.weight": t(f"{c}/ffn/layer_norm/gamma"),
+        f"{h}.final_layer_norm.bias": t(f"{c}/ffn/layer_norm/beta"),
+    }
+
+
+def whisper_encoder_state(ct2: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], int]:
+    """Map CTranslate2's Whisper encoder variables onto transformers' WhisperEncoder names (fp32)."""
+    t = _tensor_reader(ct2)
     sd = {
         "conv1.weight": t("encoder/conv1/weight"),
         "conv1.bias": t("encoder/conv1/bias"),
@@ -89,63 +120,28 @@ def whisper_encoder_state(ct2: dict[str, np.ndarray]) -> tuple[dict[str, torch.T
         "layer_norm.weight": t("encoder/layer_norm/gamma"),
         "layer_norm.bias": t("encoder/layer_norm/beta"),
     }
-    n_layers = sum(1 for k in ct2 if k.startswith("encoder/layer_") and k.endswith("/ffn/linear_0/weight"))
+    n_layers = _n_layers(ct2, "encoder")
     for i in range(n_layers):
-        c, h = f"encoder/layer_{i}", f"layers.{i}"
-        q, k, v = t(f"{c}/self_attention/linear_0/weight").chunk(3)
-        qb, _kb, vb = t(f"{c}/self_attention/linear_0/bias").chunk(3)  # Whisper's key projection has no bias
-        sd.update(
-            {
-                f"{h}.self_attn.q_proj.weight": q,
-                f"{h}.self_attn.q_proj.bias": qb,
-                f"{h}.self_attn.k_proj.weight": k,
-                f"{h}.self_attn.v_proj.weight": v,
-                f"{h}.self_attn.v_proj.bias": vb,
-                f"{h}.self_attn.out_proj.weight": t(f"{c}/self_attention/linear_1/weight"),
-                f"{h}.self_attn.out_proj.bias": t(f"{c}/self_attention/linear_1/bias"),
-                f"{h}.self_attn_layer_norm.weight": t(f"{c}/self_attention/layer_norm/gamma"),
-                f"{h}.self_attn_layer_norm.bias": t(f"{c}/self_attention/layer_norm/beta"),
-                f"{h}.fc1.weight": t(f"{c}/ffn/linear_0/weight"),
-                f"{h}.fc1.bias": t(f"{c}/ffn/linear_0/bias"),
-                f"{h}.fc2.weight": t(f"{c}/ffn/linear_1/weight"),
-                f"{h}.fc2.bias": t(f"{c}/ffn/linear_1/bias"),
-                f"{h}.final_layer_norm.weight": t(f"{c}/ffn/layer_norm/gamma"),
-                f"{h}.final_layer_norm.bias": t(f"{c}/ffn/layer_norm/beta"),
-            }
-        )
+        sd.update(_layer_state(t, f"encoder/layer_{i}", f"layers.{i}"))
     return sd, n_layers
 
 
 def whisper_decoder_state(ct2: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Map CTranslate2's Whisper decoder variables onto transformers' WhisperDecoder names (fp32)."""
-
-    def t(name: str) -> torch.Tensor:
-        return torch.from_numpy(ct2[name].astype(np.float32))
-
+    t = _tensor_reader(ct2)
     sd = {
         "embed_tokens.weight": t("decoder/embeddings/weight"),
         "embed_positions.weight": t("decoder/position_encodings/encodings"),
         "layer_norm.weight": t("decoder/layer_norm/gamma"),
         "layer_norm.bias": t("decoder/layer_norm/beta"),
     }
-    n_layers = sum(1 for k in ct2 if k.startswith("decoder/layer_") and k.endswith("/ffn/linear_0/weight"))
-    for i in range(n_layers):
+    for i in range(_n_layers(ct2, "decoder")):
         c, h = f"decoder/layer_{i}", f"layers.{i}"
-        q, k, v = t(f"{c}/self_attention/linear_0/weight").chunk(3)
-        qb, _kb, vb = t(f"{c}/self_attention/linear_0/bias").chunk(3)  # no key bias, as in the encoder
+        sd.update(_layer_state(t, c, h))
         ck, cv = t(f"{c}/attention/linear_1/weight").chunk(2)  # cross-attention: fused key/value of the encoder
         _ckb, cvb = t(f"{c}/attention/linear_1/bias").chunk(2)
         sd.update(
             {
-                f"{h}.self_attn.q_proj.weight": q,
-                f"{h}.self_attn.q_proj.bias": qb,
-                f"{h}.self_attn.k_proj.weight": k,
-                f"{h}.self_attn.v_proj.weight": v,
-                f"{h}.self_attn.v_proj.bias": vb,
-                f"{h}.self_attn.out_proj.weight": t(f"{c}/self_attention/linear_1/weight"),
-                f"{h}.self_attn.out_proj.bias": t(f"{c}/self_attention/linear_1/bias"),
-                f"{h}.self_attn_layer_norm.weight": t(f"{c}/self_attention/layer_norm/gamma"),
-                f"{h}.self_attn_layer_norm.bias": t(f"{c}/self_attention/layer_norm/beta"),
                 f"{h}.encoder_attn.q_proj.weight": t(f"{c}/attention/linear_0/weight"),
                 f"{h}.encoder_attn.q_proj.bias": t(f"{c}/attention/linear_0/bias"),
                 f"{h}.encoder_attn.k_proj.weight": ck,
@@ -155,12 +151,6 @@ def whisper_decoder_state(ct2: dict[str, np.ndarray]) -> dict[str, torch.Tensor]
                 f"{h}.encoder_attn.out_proj.bias": t(f"{c}/attention/linear_2/bias"),
                 f"{h}.encoder_attn_layer_norm.weight": t(f"{c}/attention/layer_norm/gamma"),
                 f"{h}.encoder_attn_layer_norm.bias": t(f"{c}/attention/layer_norm/beta"),
-                f"{h}.fc1.weight": t(f"{c}/ffn/linear_0/weight"),
-                f"{h}.fc1.bias": t(f"{c}/ffn/linear_0/bias"),
-                f"{h}.fc2.weight": t(f"{c}/ffn/linear_1/weight"),
-                f"{h}.fc2.bias": t(f"{c}/ffn/linear_1/bias"),
-                f"{h}.final_layer_norm.weight": t(f"{c}/ffn/layer_norm/gamma"),
-                f"{h}.final_layer_norm.bias": t(f"{c}/ffn/layer_norm/beta"),
             }
         )
     return sd
