@@ -82,7 +82,7 @@ def test_converted_whisper_matches_ctranslate2(sakura, tmp_path):
     from transformers import WhisperFeatureExtractor
 
     from patchlab.mini.build import assemble
-    from patchlab.mini.parts import whisper_ct2_bytes, whisper_ct2_dir, whisper_languages
+    from patchlab.mini.parts import whisper_ct2_bytes, whisper_ct2_dir, whisper_language_table
 
     (tmp_path / "model.bin").write_bytes(whisper_ct2_bytes())
     for f in ("config.json", "vocabulary.txt", "tokenizer.json"):
@@ -90,7 +90,7 @@ def test_converted_whisper_matches_ctranslate2(sakura, tmp_path):
     ct = ctranslate2.models.Whisper(str(tmp_path), device="cpu", compute_type="float32")
     model, processor = assemble(random_projector=True)
     fe: WhisperFeatureExtractor = processor.feature_extractor
-    codes = [lang["code"] for lang in whisper_languages()]
+    codes = [lang["code"] for lang in whisper_language_table()["languages"]]
     for sample in load_track(sakura, "Language")[:2]:
         wave = patchlab.data.load_audio(sample.path, 16000)
         feats = fe(wave, sampling_rate=16000, return_tensors="np").input_features.astype(np.float32)
@@ -109,10 +109,10 @@ def test_training_drops_clips_whose_language_whisper_does_not_pick():
     """Language-labelled clips are kept only where Whisper's language ID, among the labelled languages, agrees."""
     from patchlab.data.sakura import Sample
     from patchlab.mini.modeling import EncodedAudio
-    from patchlab.mini.parts import whisper_languages
+    from patchlab.mini.parts import whisper_language_table
     from patchlab.mini.train import recognized_languages
 
-    names = [lang["name"] for lang in whisper_languages()]
+    names = [lang["name"] for lang in whisper_language_table()["languages"]]
 
     def clip(name: str, label: str, track: str) -> Sample:
         return Sample(name, track, Path(name), label, "?", (label,), 0)

@@ -147,12 +147,14 @@ class PatchlabMiniModel(PatchlabMiniPreTrainedModel):
         embeds = self.language_model.embed_tokens(input_ids.masked_fill(is_audio, 0))
         if audio is None:
             return embeds
-        parts = []
-        for clip in audio:
-            parts.append(self.multi_modal_projector(clip.stacked.to(embeds.dtype)))
-            if clip.language is not None:
-                parts.append(self.language_id.verbalizer(clip.language.to(embeds.dtype))[None])
-        projected = torch.cat(parts)
+        frames = self.multi_modal_projector(torch.cat([clip.stacked for clip in audio]).to(embeds.dtype))
+        per_clip = list(frames.split([clip.stacked.shape[0] for clip in audio]))
+        with_language = [i for i, clip in enumerate(audio) if clip.language is not None]
+        if with_language:  # one verbalizer call for the batch; each clip's token follows its frames
+            languages = torch.stack([audio[i].language for i in with_language]).to(embeds.dtype)
+            for i, token in zip(with_language, self.language_id.verbalizer(languages)):
+                per_clip[i] = torch.cat([per_clip[i], token[None]])
+        projected = torch.cat(per_clip)
         if projected.shape[0] != int(is_audio.sum()):
             raise ValueError(
                 f"{int(is_audio.sum())} audio placeholders for {projected.shape[0]} audio tokens; "

@@ -156,8 +156,9 @@ def whisper_decoder_state(ct2: dict[str, np.ndarray]) -> dict[str, torch.Tensor]
     return sd
 
 
-def whisper_languages() -> list[dict]:
-    """Whisper's language tokens in its own order: token id, code and English name ("zh", "chinese")."""
+def whisper_language_table() -> dict:
+    """Whisper's start-of-transcript token id and its language tokens in its own order: token id, code and English
+    name ("zh", "chinese"), read from the CTranslate2 wheel's vocabulary and config."""
     import json
 
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
@@ -165,7 +166,10 @@ def whisper_languages() -> list[dict]:
     vocab = (whisper_ct2_dir() / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
     ids = json.loads((whisper_ct2_dir() / "config.json").read_text())["lang_ids"]
     codes = [vocab[i].strip("<|>") for i in ids]
-    return [dict(token_id=i, code=c, name=LANGUAGES[c]) for i, c in zip(ids, codes)]
+    return dict(
+        start_token_id=vocab.index("<|startoftranscript|>"),
+        languages=[dict(token_id=i, code=c, name=LANGUAGES[c]) for i, c in zip(ids, codes)],
+    )
 
 
 def whisper_base_config(n_layers: int, d_model: int, n_heads: int):
@@ -235,8 +239,7 @@ def convert_parts(out: Path | None = None, progress: bool = True) -> Path:
     if dec_dir in todo:
         decoder = WhisperDecoder(cfg)
         _check_loaded("decoder", *decoder.load_state_dict(whisper_decoder_state(ct2), strict=False), set())
-        start = (whisper_ct2_dir() / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
-        languages = dict(start_token_id=start.index("<|startoftranscript|>"), languages=whisper_languages())
+        languages = whisper_language_table()
 
         def save_decoder(tmp: Path) -> None:
             decoder.save_pretrained(tmp)

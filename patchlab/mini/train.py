@@ -56,9 +56,9 @@ def recognized_languages(samples: list[Sample], encoded: dict) -> list[Sample]:
     """Drop clips labelled with a language that Whisper's own language ID, among the labelled languages, does not
     pick: espeak-ng's Chinese, Korean and French are rarely recognizable, and training the model to answer against
     its language-ID token would teach it to distrust that token. Other clips are kept."""
-    from .parts import whisper_languages
+    from .parts import whisper_language_table
 
-    names = [lang["name"] for lang in whisper_languages()]
+    names = [lang["name"] for lang in whisper_language_table()["languages"]]
     labelled = sorted({s.label.lower() for s in samples} & set(names))
     if not labelled or encoded[str(samples[0].path)].language is None:
         return samples
