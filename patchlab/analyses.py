@@ -10,7 +10,7 @@ import pandas as pd
 
 from .corrupt import make_pair
 from .data import build_prompt, label_set, load_audio, load_track, verbalize
-from .enrich import enrichment_rows, grid, search
+from .enrich import enrichment_rows, grid, search, search_split
 from .errors import PatchlabError
 from .experiment import Experiment
 from .grounding import REGIONS, grounding
@@ -38,10 +38,25 @@ def _pair(lalm, exp, s, pool, labels, prompt=None):
     return make_pair(lalm, s, kind, exp.prompt, labels.index(s.label), pool, exp.seed, prompt=prompt)
 
 
-def _patch_rows(lalm, exp, pairs, labels, track, condition=None) -> pd.DataFrame:
-    """Clean audio / text / final positions patched into each corrupted run, at every layer."""
+def _patch_rows(lalm, exp, pairs, labels, track, condition=None, skipped=None) -> pd.DataFrame:
+    """Clean audio / text / final positions patched into each corrupted run, at every layer.
+
+    With `skipped` (a list), a pair whose run turns non-finite becomes a skipped row instead of stopping the run.
+    """
     specs = region_specs(lalm.n_layers, REGIONS, exp.patch.get("site", "resid_pre"))
-    t = patch(lalm, pairs, specs, labels.token_ids, max_batch=exp.patch.get("max_batch", 64), progress=False).table
+    tables = []
+    for p in pairs:
+        try:
+            res = patch(lalm, [p], specs, labels.token_ids, max_batch=exp.patch.get("max_batch", 64), progress=False)
+        except PatchlabError as e:
+            if skipped is None:
+                raise
+            skipped.append(_skip_row(track, p.sample, "", e, "patch"))
+            continue
+        tables.append(res.table)
+    t = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if t.empty:
+        return t
     t.insert(0, "track", track)
     if condition is not None:
         t.insert(1, "condition", condition)
@@ -49,21 +64,43 @@ def _patch_rows(lalm, exp, pairs, labels, track, condition=None) -> pd.DataFrame
     return t
 
 
-def usable(lalm: HookedLALM, exp: Experiment, samples, pool, labels) -> tuple[list, dict, dict, pd.DataFrame]:
-    """Samples whose audio loads and (for patching analyses) whose pair can be built, with their waveforms and
-    pairs; the others become warning rows (sample, error, fix)."""
+SKIP_COLUMNS = ["track", "sample", "path", "analysis", "error", "fix"]
+
+
+def _skip_row(track: str, sample: str, path: str, e: PatchlabError, analysis: str) -> dict:
+    warnings.warn(f"skipping {track}/{sample} ({analysis}): {e.what}", stacklevel=3)
+    return dict(track=track, sample=sample, path=path, analysis=analysis, error=e.what, fix=e.fix)
+
+
+def usable(lalm: HookedLALM, exp: Experiment, samples, pool, labels) -> tuple[list, dict, dict, list]:
+    """Samples whose audio loads, their waveforms, and the pairs that can be built (patching analyses).
+
+    A clip that cannot be loaded is left out of everything; one whose pair cannot be built only out of the
+    patching analyses (it keeps its lens rows). Each becomes a skipped row (track, sample, path, analysis, error, fix).
+    """
     ok, waves, pairs, skipped = [], {}, {}, []
     needs_pair = bool({"patch", "ground", "cue"} & set(exp.analyses))
     for s in samples:
         try:
             waves[s.id] = load_audio(s.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
-            if needs_pair:
-                pairs[s.id] = _pair(lalm, exp, s, pool, labels)
-            ok.append(s)
         except PatchlabError as e:
-            warnings.warn(f"skipping {s.track}/{s.id}: {e.what}", stacklevel=2)
-            skipped.append(dict(track=s.track, sample=s.id, path=str(s.path), error=e.what, fix=e.fix))
-    return ok, waves, pairs, pd.DataFrame(skipped, columns=["track", "sample", "path", "error", "fix"])
+            skipped.append(_skip_row(s.track, s.id, _shown(s), e, "all"))
+            continue
+        ok.append(s)
+        if needs_pair:
+            try:
+                pairs[s.id] = _pair(lalm, exp, s, pool, labels)
+            except PatchlabError as e:
+                skipped.append(_skip_row(s.track, s.id, _shown(s), e, "patch"))
+    return ok, waves, pairs, skipped
+
+
+def _shown(s) -> str:
+    """A clip's path as shown in tables: relative to the dataset folder (no machine paths)."""
+    try:
+        return str(s.path.relative_to(s.root)) if s.root is not None else s.path.name
+    except ValueError:
+        return s.path.name
 
 
 def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataFrame]:
@@ -73,38 +110,48 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
     labels = label_set(lalm, track_labels, exp.prompt)
     samples = load_track(exp.data, shard.track, exp.limit)[shard.start : shard.stop]
     samples, waves, pairs, skipped = usable(lalm, exp, samples, pool, labels)
-    out: dict[str, pd.DataFrame] = {"skipped": skipped}
-    if not samples:
-        return out
+    out: dict[str, pd.DataFrame] = {}
 
     def prepared(s, prompt: Prompt):
         return lalm.prepare(waves[s.id], lalm.sampling_rate, prompt, id=s.id, label=s.label)
 
-    if "lens" in exp.analyses:
+    if samples and "lens" in exp.analyses:
         rows = []
         for fmt in exp.formats:
             ls = label_set(lalm, track_labels, fmt)
             for s in samples:
-                batch = prepared(s, build_prompt(s, fmt))
-                rows += [
-                    {"track": s.track, "format": fmt, **r}
-                    for r in sample_lens(lalm, batch, ls, exp.lens.get("last_text", 5), exp.lens.get("audio_bins", 10))
-                ]
+                try:
+                    got = sample_lens(
+                        lalm,
+                        prepared(s, build_prompt(s, fmt)),
+                        ls,
+                        exp.lens.get("last_text", 5),
+                        exp.lens.get("audio_bins", 10),
+                    )
+                except PatchlabError as e:
+                    skipped.append(_skip_row(s.track, s.id, _shown(s), e, f"lens[{fmt}]"))
+                    continue
+                rows += [{"track": s.track, "format": fmt, **r} for r in got]
         out["lens"] = pd.DataFrame(rows)
-    if "patch" in exp.analyses or "ground" in exp.analyses:
-        out["patch"] = _patch_rows(lalm, exp, [pairs[s.id] for s in samples], labels, shard.track)
-    if "enrich" in exp.analyses:
+    paired = [s for s in samples if s.id in pairs]
+    if paired and ("patch" in exp.analyses or "ground" in exp.analyses):
+        out["patch"] = _patch_rows(lalm, exp, [pairs[s.id] for s in paired], labels, shard.track, skipped=skipped)
+    if samples and "enrich" in exp.analyses:
         combos = grid(lalm.n_layers, exp.enrich.get("coefficients", (0.5, 1.0, "mean")), exp.enrich.get("step"))
         rows = []
         for s in samples:
-            batch = prepared(s, build_prompt(s, exp.prompt))
-            rows += [
-                {"track": s.track, **r}
-                for r in enrichment_rows(lalm, batch, combos, labels.token_ids, labels.index(s.label))
-            ]
+            try:
+                got = enrichment_rows(
+                    lalm, prepared(s, build_prompt(s, exp.prompt)), combos, labels.token_ids, labels.index(s.label)
+                )
+            except PatchlabError as e:
+                skipped.append(_skip_row(s.track, s.id, _shown(s), e, "enrich"))
+                continue
+            rows += [{"track": s.track, **r} for r in got]
         out["enrich"] = pd.DataFrame(rows)
-    if "cue" in exp.analyses:
-        out["cue"], out["cue_patch"] = _cue_tables(lalm, exp, samples, waves, pool, labels, track_labels)
+    if paired and "cue" in exp.analyses:
+        out["cue"], out["cue_patch"] = _cue_tables(lalm, exp, paired, waves, pool, labels, track_labels)
+    out["skipped"] = pd.DataFrame(skipped, columns=SKIP_COLUMNS)
     return out
 
 
@@ -141,9 +188,9 @@ def _cue_tables(lalm, exp, samples, waves, pool, labels, track_labels):
     return pd.DataFrame(rows), pd.concat(patches, ignore_index=True)
 
 
-def _ground(table: pd.DataFrame, exp: Experiment) -> tuple[pd.DataFrame, dict]:
+def _ground(table: pd.DataFrame, exp: Experiment):
     g = exp.ground
-    res = grounding(
+    return grounding(
         table,
         g.get("metric", "logit_diff"),
         g.get("tol", 0.05),
@@ -152,26 +199,53 @@ def _ground(table: pd.DataFrame, exp: Experiment) -> tuple[pd.DataFrame, dict]:
         seed=exp.seed,
         drop_unchanged=True,
     )
-    return res.per_layer, res.overall
+
+
+def rests_on(exp: Experiment, tables: dict[str, pd.DataFrame]) -> dict:
+    """Per track: the clips analysed (n, n per label), the label set and each prompt format's wording."""
+    analysed: dict[str, set] = {}
+    for name in ("lens", "patch", "enrich", "cue"):
+        for track, g in tables.get(name, pd.DataFrame(columns=["track", "sample"])).groupby("track"):
+            analysed.setdefault(track, set()).update(map(str, g["sample"]))
+    out = {}
+    for track in exp.tracks:
+        samples = [s for s in load_track(exp.data, track) if s.id in analysed.get(track, set())]
+        per_label = pd.Series([s.label for s in samples], dtype=object).value_counts().sort_index()
+        prompts = {}
+        for fmt in dict.fromkeys([*exp.formats, exp.prompt]):
+            p = build_prompt(samples[0], fmt) if samples else None
+            prompts[fmt] = {"instruction": p.instruction, "answer_starts": p.prefix} if p else {}
+        out[track] = {
+            "n_clips": len(samples),
+            "per_label": {str(k): int(v) for k, v in per_label.items()},
+            "labels": sorted({s.label for s in load_track(exp.data, track)}),
+            "verbalized": {fmt: [verbalize(la, fmt) for la in sorted({s.label for s in samples})] for fmt in prompts},
+            "prompts": prompts,
+        }
+    return out
 
 
 def merge(
     exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, small: bool = False, random_weights: bool = False
 ) -> dict:
-    """Merged tables, plots, summary.json and report.html from all shards' rows."""
+    """Merged tables, plots, verdicts, summary.json and report.html from all shards' rows."""
+    from . import verdicts as V
     from .io import write_json, write_table
     from .report import build_report, plots
 
     out = Path(out)
+    data = Path(exp.data)
     summary: dict = {
         "name": exp.name,
         "model": exp.model,
         "random_weights": random_weights,
         "data": exp.data,
+        "synthetic_data": (data / "SOURCES.tsv").exists(),  # written by patchlab's speech builder
         "small": small,
         "seed": exp.seed,
         "tracks": {},
     }
+    tested: list = []
     figures: list[tuple[str, Path]] = []
     n_layers = None
     if "lens" in tables:
@@ -181,22 +255,35 @@ def merge(
         write_table(out / "tables" / "information_scores.csv", scores)
         n_layers = int(per["layer"].max()) + 1
         label_counts = {t: len({s.label for s in load_track(exp.data, t)}) for t in scores["track"].unique()}
+        alpha, weight = exp.lens.get("alpha", 0.2), exp.lens.get("weight", "excess")
         for (track, fmt), g in scores.groupby(["track", "format"], sort=False):
             n_labels = label_counts[track]  # the lens reads the track's label set
-            alpha = exp.lens.get("alpha", 0.2)
-            crit = critical_layers(g, n_labels, alpha, exp.lens.get("weight", "excess"))
+            crit = critical_layers(g, n_labels, alpha, weight)
             final = g[g.position == "final"].sort_values("layer")["score"].to_numpy()
+            mine = per[(per.track == track) & (per.format == fmt)]
+            acc = V.lens_verdict(track, fmt, mine, n_labels)
+            tested.append((track, acc))
+            crit_lo, crit_hi = V.critical_layer_ci(mine, n_labels, alpha, weight, seed=exp.seed)
             t = summary["tracks"].setdefault(track, {})
             t.setdefault("lens", {})[fmt] = {
                 "accuracy_last_layer": float(final[-1]),
+                "accuracy_lo": acc.ci_lo + 1.0 / n_labels,
+                "accuracy_hi": acc.ci_hi + 1.0 / n_labels,
+                "n_samples": int(mine["sample"].nunique()),
                 "critical_layer": crit["final"],
+                "critical_layer_lo": crit_lo,
+                "critical_layer_hi": crit_hi,
                 "chance_threshold": chance_threshold(n_labels, alpha),
                 "n_labels": n_labels,
                 "max_score": float(final.max()),
                 "critical_layers": crit,
             }
             path = plots.lens_heatmap(
-                score_matrix(g), crit, out / "plots" / f"lens_{track}_{fmt}.png", f"{track} / {fmt}: information score"
+                score_matrix(g),
+                crit,
+                out / "plots" / f"lens_{track}_{fmt}.png",
+                f"{track} / {fmt} prompt: information score over {t['lens'][fmt]['n_samples']} clips",
+                tau=chance_threshold(n_labels, alpha),
             )
             figures.append((f"Logit lens: {track}, {fmt} prompt", path))
     if "patch" in tables:
@@ -207,36 +294,46 @@ def merge(
                 g,
                 "logit_diff_restored",
                 out / "plots" / f"patch_{track}.png",
-                f"{track}: restored logit difference by region ({exp.patch.get('corruption', 'swap')})",
+                f"{track}: clean regions patched into the {exp.patch.get('corruption', 'swap')}-corrupted run",
             )
             figures.append((f"Activation patching: {track}", path))
             s = summary["tracks"].setdefault(track, {})
             s["clean_accuracy"] = float(g.groupby("sample")["clean_acc"].first().mean())
             s["corrupt_accuracy"] = float(g.groupby("sample")["corrupt_acc"].first().mean())
             if "ground" in exp.analyses:
-                per_layer, overall = _ground(g, exp)
+                res = _ground(g, exp)
+                per_layer = res.per_layer
                 per_layer.insert(0, "track", track)
                 write_table(out / "tables" / f"grounding_{track}.csv", per_layer)
-                s["grounding"] = overall
+                s["grounding"] = res.overall
+                tested += [(track, v) for v in V.grounding_verdicts(track, res.per_sample, exp.seed)]
                 path = plots.grounding_curves(
-                    per_layer, out / "plots" / f"grounding_{track}.png", f"{track}: grounding (95% CI over samples)"
+                    per_layer,
+                    out / "plots" / f"grounding_{track}.png",
+                    f"{track}: grounding over {res.overall['n_samples']} clips",
+                    handover=res.overall,
                 )
                 figures.append((f"Grounding: {track}", path))
     if "enrich" in tables:
         t = tables["enrich"]
         write_table(out / "tables" / "enrichment.csv", t)
         for track, g in t.groupby("track", sort=False):
-            summary["tracks"].setdefault(track, {})["enrichment"] = search(g, exp.enrich.get("split", 0.5), exp.seed)
+            split = exp.enrich.get("split", 0.5)
+            choice = search(g, split, exp.seed)
+            summary["tracks"].setdefault(track, {})["enrichment"] = choice
+            tested.append(
+                (track, V.enrichment_verdict(track, g, choice, search_split(g, split, exp.seed)[1], exp.seed))
+            )
     if "cue" in tables:
         write_table(out / "tables" / "cue.csv", tables["cue"])
         write_table(out / "tables" / "cue_patching.csv", tables["cue_patch"])
         for track, g in tables["cue"].groupby("track", sort=False):
             res = {}
             for cond, h in g.groupby("condition", sort=False):
-                per_layer, overall = _ground(
+                overall = _ground(
                     tables["cue_patch"][(tables["cue_patch"].track == track) & (tables["cue_patch"].condition == cond)],
                     exp,
-                )
+                ).overall
                 res[cond] = {
                     "follows_audio": float(h["follows_audio"].mean()),
                     "follows_cue": float(h["follows_cue"].mean()),
@@ -246,13 +343,22 @@ def merge(
                     "share_hi": overall["share_hi"],
                     "dropped": overall["dropped"],
                 }
-            conflict = res.get("conflict", {})
-            res["verdict"] = (
-                "listens"
-                if conflict.get("follows_audio", 0) > conflict.get("follows_cue", 0)
-                else "guesses from the text cue"
-            )
+            verdict = V.cue_verdict(track, g, exp.seed)
+            tested.append((track, verdict))
+            res["test"] = verdict
             summary["tracks"].setdefault(track, {})["listen_vs_guess"] = res
+    verdict_table = V.table(tested)
+    for t in summary["tracks"].values():
+        lvg = t.get("listen_vs_guess")
+        if lvg:
+            v = lvg.pop("test")
+            lvg.update(p=v.p, p_corrected=v.p_corrected, n_test=v.n)
+            lvg["verdict"] = {"supported": "listens", "refuted": "guesses from the text cue"}.get(
+                v.verdict, f"inconclusive ({v.note or 'the test does not reach the level'})"
+            )
+    write_table(out / "tables" / "verdicts.csv", verdict_table)
+    summary["verdicts"] = verdict_table.to_dict(orient="records")
+    summary["rests_on"] = rests_on(exp, tables)
     skipped = tables.get("skipped", pd.DataFrame())
     if len(skipped):
         write_table(out / "tables" / "skipped.csv", skipped)

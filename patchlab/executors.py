@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from .errors import PatchlabError
 
 
-def run_ray(config: dict, shards: Sequence, out: str, address: str | None, device: str, retries: int = 3) -> list[str]:
+def run_ray(
+    config: dict, shards: Sequence, out: str, address: str | None, device: str, run_id: str = "", retries: int = 3
+) -> list[str]:
     """Run `compute_shard` for every shard on a Ray cluster (`address`, or a local one) and wait for all."""
     try:
         import ray
@@ -29,7 +31,7 @@ def run_ray(config: dict, shards: Sequence, out: str, address: str | None, devic
     try:
         gpus = 1 if device.startswith("cuda") else 0
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=retries, retry_exceptions=False)(compute_shard)
-        pending = [task.remote(config, s, out) for s in shards]
+        pending = [task.remote(config, s, out, run_id) for s in shards]
         done = []
         with tqdm(total=len(pending), desc="shards (ray)", unit="shard") as bar:
             while pending:

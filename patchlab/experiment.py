@@ -1,6 +1,8 @@
 """Experiment configs (YAML under experiments/): what to run, on which model, data, tracks and seeds.
 
-Unknown keys are refused (a typo must not silently fall back to a default). `small` holds the overrides CI uses.
+Every config is checked against a schema (pydantic) before any work: unknown keys are refused (a typo must
+not silently fall back to a default), and each value must be of the kind its key takes. `small` holds the
+overrides CI uses; the config with them applied is checked too.
 """
 
 from __future__ import annotations
@@ -10,11 +12,18 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import PatchlabError
 
 ANALYSES = ("lens", "patch", "ground", "enrich", "cue")
+FORMATS = ("direct", "qa", "mc")  # patchlab.data.prompts.FORMATS (a test keeps them equal)
+CORRUPTIONS = ("swap", "noise", "silence", "text")  # patchlab.corrupt.CORRUPTIONS
+SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")  # patchlab.record.RECORD_SITES
+METRICS = ("logit_diff", "logprob", "prob", "acc", "kl")  # patchlab.metrics.METRICS
+DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
 @dataclass
@@ -40,13 +49,6 @@ class Experiment:
     small: dict = field(default_factory=dict)  # overrides for the CI size
     description: str = ""
 
-    def __post_init__(self) -> None:
-        bad = [a for a in self.analyses if a not in ANALYSES]
-        if bad:
-            raise PatchlabError(
-                f"experiment {self.name!r}: unknown analyses {bad}", f"use some of {', '.join(ANALYSES)}"
-            )
-
     def sized(self, small: bool) -> Experiment:
         """The config at CI size (its `small` overrides applied) or as written."""
         if not small:
@@ -54,41 +56,108 @@ class Experiment:
         return from_dict({**dataclasses.asdict(self), **self.small, "small": {}}, f"{self.name} (small)")
 
     def digest(self) -> str:
-        """Hash of everything that changes results (not the device), recorded with results for --resume."""
+        """Hash of everything in the config that decides the rows (sharding included; not the device)."""
         d = dataclasses.asdict(self)
-        for k in ("device", "device_map", "description", "small", "shard_size"):
+        for k in ("device", "device_map", "description", "small"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-KEYS = {f.name for f in dataclasses.fields(Experiment)}
-SUB_KEYS = {
-    "lens": {"last_text", "audio_bins", "alpha", "weight"},
-    "patch": {"corruption", "site", "max_batch"},
-    "ground": {"metric", "tol", "n_boot", "level"},
-    "enrich": {"split", "coefficients", "step"},
-    "cue": {"corruption"},
-}
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Lens(_Section):
+    last_text: int = Field(5, ge=1)
+    audio_bins: int = Field(10, ge=1)
+    alpha: float = Field(0.2, ge=0)
+    weight: Literal["excess", "score"] = "excess"
+
+
+class _Patch(_Section):
+    corruption: Literal[CORRUPTIONS] = "swap"  # type: ignore[valid-type]
+    site: Literal[SITES] = "resid_pre"  # type: ignore[valid-type]
+    max_batch: int = Field(64, ge=1)
+
+
+class _Ground(_Section):
+    metric: Literal[METRICS] = "logit_diff"  # type: ignore[valid-type]
+    tol: float = Field(0.05, ge=0)
+    n_boot: int = Field(1000, ge=10)
+    level: float = Field(0.95, gt=0, lt=1)
+
+
+class _Enrich(_Section):
+    split: float = Field(0.5, gt=0, lt=1)
+    coefficients: list[float | Literal["mean"]] = Field(default_factory=lambda: [0.5, 1.0, "mean"], min_length=1)
+    step: int | None = Field(None, ge=1)
+
+
+class _Cue(_Section):
+    corruption: Literal[CORRUPTIONS] = "swap"  # type: ignore[valid-type]
+
+
+class _Config(_Section):
+    name: str = Field(min_length=1)
+    model: str = Field("patchlab-mini", min_length=1)
+    data: str = Field("../shared/sakura", min_length=1)
+    tracks: list[str] = Field(default_factory=lambda: ["Gender"], min_length=1)
+    analyses: list[Literal[ANALYSES]] = Field(default_factory=lambda: ["lens", "patch", "ground"], min_length=1)  # type: ignore[valid-type]
+    formats: list[Literal[FORMATS]] = Field(default_factory=lambda: ["mc"], min_length=1)  # type: ignore[valid-type]
+    prompt: Literal[FORMATS] = "mc"  # type: ignore[valid-type]
+    limit: int | None = Field(None, ge=1)
+    seed: int = Field(0, ge=0)
+    shard_size: int = Field(8, ge=1)
+    device: str = "cpu"
+    dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type]
+    device_map: str | None = None
+    lens: _Lens = Field(default_factory=_Lens)
+    patch: _Patch = Field(default_factory=_Patch)
+    ground: _Ground = Field(default_factory=_Ground)
+    enrich: _Enrich = Field(default_factory=_Enrich)
+    cue: _Cue = Field(default_factory=_Cue)
+    small: dict = Field(default_factory=dict)
+    description: str = ""
+
+
+KEYS = set(_Config.model_fields)
+
+
+def _check(d: dict[str, Any], where: str) -> None:
+    """Refuse a config the schema does not take, naming the key, the value given and what the key takes."""
+    try:
+        _Config.model_validate(d)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            section = key.rsplit(".", 1)[0] if "." in key else ""
+            model = _Config.model_fields[section].annotation if section else _Config
+            allowed = sorted(getattr(model, "model_fields", KEYS))
+            inside = f" in '{section}'" if section else ""
+            raise PatchlabError(
+                f"{where}: unknown key(s) {[key.rsplit('.', 1)[-1]]}{inside}",
+                f"allowed keys{inside}: {', '.join(allowed)}",
+            ) from None
+        if err["type"] == "missing":
+            raise PatchlabError(f"{where}: no {key!r}", f"give the experiment a {key}") from None
+        raise PatchlabError(
+            f"{where}: {key} = {err.get('input')!r} is not valid ({err['msg'].lower()})",
+            f"set {key} to what it takes: {err['msg'].removeprefix('Input should be ')}",
+        ) from None
 
 
 def from_dict(d: dict[str, Any], where: str) -> Experiment:
-    """Validate keys (top level and each analysis section) and build the Experiment."""
-    unknown = sorted(set(d) - KEYS)
-    if unknown:
-        raise PatchlabError(f"{where}: unknown key(s) {unknown}", f"allowed keys: {', '.join(sorted(KEYS))}")
-    for section, allowed in SUB_KEYS.items():
-        bad = sorted(set(d.get(section) or {}) - allowed)
-        if bad:
-            raise PatchlabError(
-                f"{where}: unknown key(s) {bad} in '{section}'", f"allowed: {', '.join(sorted(allowed))}"
-            )
-    small_bad = sorted(set(d.get("small") or {}) - KEYS)
-    if small_bad:
-        raise PatchlabError(
-            f"{where}: unknown key(s) {small_bad} in 'small'", f"allowed keys: {', '.join(sorted(KEYS))}"
-        )
-    if "name" not in d:
-        raise PatchlabError(f"{where}: no 'name'", "give the experiment a name")
+    """Validate the config (and the config with its `small` overrides applied), then build the Experiment."""
+    if not isinstance(d, dict):
+        raise PatchlabError(f"{where} is not a mapping of keys to values", "see experiments/*.yaml for the format")
+    _check(d, where)
+    small = d.get("small") or {}
+    bad = sorted(set(small) - KEYS)
+    if bad:
+        raise PatchlabError(f"{where}: unknown key(s) {bad} in 'small'", f"allowed keys: {', '.join(sorted(KEYS))}")
+    if small:
+        _check({**d, **small, "small": {}}, f"{where} (small)")
     return Experiment(**d)
 
 
@@ -97,9 +166,10 @@ def load_config(path: str | Path) -> Experiment:
     import yaml
 
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise PatchlabError(f"config {path} does not exist", "pass a file under experiments/")
-    d = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(d, dict):
-        raise PatchlabError(f"{path} is not a mapping of keys to values", "see experiments/*.yaml for the format")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise PatchlabError(f"{path} is not valid YAML ({e})", "fix the line it names") from None
     return from_dict(d, str(path))

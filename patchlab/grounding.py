@@ -126,7 +126,37 @@ def grounding(
     over = per.groupby("sample", as_index=False)[["delta_audio", "delta_text", "delta_final", "share"]].mean()
     overall = _summarize(over, tol, n_boot, level, rng)
     overall.update(metric=metric, tol=tol, level=level, n_boot=n_boot, seed=seed, dropped=len(same))
+    overall.update(handover(per, min(n_boot, 500), level, seed))
+    for key, row in (("first_layer", per_layer.iloc[0]), ("last_layer", per_layer.iloc[-1])):
+        overall[key] = {"layer": int(row["layer"]), **{k: float(v) for k, v in row.items() if k.startswith("delta")}}
     return GroundingResult(per, per_layer, overall, metric, tol)
+
+
+def handover_layer(delta_audio: np.ndarray, delta_text: np.ndarray) -> float:
+    """From per-layer mean Deltas: the first layer from which Delta_text exceeds Delta_audio at every later layer
+    (the answer has moved from the audio to the text positions); NaN where audio still carries more at the last."""
+    text_ahead = np.asarray(delta_text) > np.asarray(delta_audio)
+    if not text_ahead[-1]:
+        return float("nan")
+    behind = np.flatnonzero(~text_ahead)
+    return float(behind[-1] + 1 if behind.size else 0)
+
+
+def handover(per_sample: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """The handover layer of the mean curves and its percentile bootstrap CI over clips (resampled)."""
+    a = per_sample.pivot_table(index="sample", columns="layer", values="delta_audio").to_numpy()
+    t = per_sample.pivot_table(index="sample", columns="layer", values="delta_text").to_numpy()
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(a), size=(n_boot, len(a)))
+    boot = np.array([handover_layer(np.nanmean(a[p], 0), np.nanmean(t[p], 0)) for p in picks])
+    found = boot[np.isfinite(boot)]
+    lo, hi = np.quantile(found, [(1 - level) / 2, (1 + level) / 2]) if found.size else (np.nan, np.nan)
+    return {
+        "handover_layer": handover_layer(np.nanmean(a, 0), np.nanmean(t, 0)),
+        "handover_lo": float(lo),
+        "handover_hi": float(hi),
+        "handover_found_share": float(found.size / max(1, n_boot)),  # resamples in which a handover exists
+    }
 
 
 def ground(

@@ -11,13 +11,13 @@ from typing import Any
 import pandas as pd
 
 
-def _clean(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -33,9 +33,14 @@ def write_atomic(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, data: dict) -> Path:
     """JSON with NaN/inf written as null (so any JSON reader accepts it)."""
-    return write_atomic(path, json.dumps(_clean(data), indent=2) + "\n")
+    return write_atomic(path, json.dumps(json_safe(data), indent=2) + "\n")
 
 
 def write_table(path: str | Path, table: pd.DataFrame) -> Path:
     """A tidy CSV table, written atomically."""
     return write_atomic(path, table.to_csv(index=False))
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a table patchlab wrote: only empty fields are missing values (a clip named 'nan' or 'NA' stays a name)."""
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])

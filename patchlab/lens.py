@@ -10,8 +10,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .data import LabelSet, Sample, build_prompt, label_set, load_audio
-from .errors import PatchlabError
+from .data import LabelSet, Sample, build_prompt, label_set, labels_of, load_audio
+from .errors import PatchlabError, nonfinite_fix
 from .hooks import hooked
 from .models.base import Batch, HookedLALM
 
@@ -33,6 +33,16 @@ def lens_logits(lalm: HookedLALM, batch: Batch, token_ids: Sequence[int] | None 
     with torch.no_grad(), hooked(lalm, reads=reads):
         lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=False)
     return torch.stack(out)  # type: ignore[arg-type]
+
+
+def check_finite_logits(logits: torch.Tensor, sample: str, dtype: torch.dtype) -> None:
+    """A NaN/inf label logit has no argmax: an error naming the clip and the first layer, never a prediction."""
+    bad = ~torch.isfinite(logits).reshape(logits.shape[0], -1).all(1)
+    if bad.any():
+        raise PatchlabError(
+            f"NaN/inf in the logit lens of {sample} from layer {int(bad.nonzero()[0])} on, in {dtype}",
+            nonfinite_fix(dtype),
+        )
 
 
 def chance_threshold(n_labels: int, alpha: float = 0.2) -> float:
@@ -114,6 +124,7 @@ class LensResult:
 def sample_lens(lalm: HookedLALM, batch: Batch, labels: LabelSet, last_text: int, audio_bins: int) -> list[dict]:
     """Correctness of argmax over the label set at each (layer, position group) for one prepared sample."""
     logits = lens_logits(lalm, batch, labels.token_ids)[:, 0]  # (layers, positions, |Y|)
+    check_finite_logits(logits, batch.meta[0].get("id", "?"), lalm.dtype)
     truth = labels.index(batch.meta[0]["label"])
     correct = (logits.argmax(-1) == truth).float()
     rows = []
@@ -138,10 +149,10 @@ def lens(
     """Run the logit lens over a dataset: information score I(l, i) = accuracy of argmax over the label set."""
     if not samples:
         raise PatchlabError("no samples to run the lens on", "check --data/--track/--limit")
-    ls = label_set(lalm, list(labels or {s.label for s in samples}), fmt)
+    ls = label_set(lalm, list(labels or labels_of(list(samples))), fmt)
     rows = []
     for s in tqdm(samples, desc="logit lens", disable=not progress, unit="clip"):
-        wave = load_audio(s.path, lalm.sampling_rate)
+        wave = load_audio(s.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
         batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(s, fmt), id=s.id, label=s.label)
         rows += sample_lens(lalm, batch, ls, last_text, audio_bins)
     per = pd.DataFrame(rows)

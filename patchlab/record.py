@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from .cache import ActivationCache
-from .errors import PatchlabError
+from .errors import PatchlabError, nonfinite_fix
 from .hooks import check_site, hooked
 from .models.base import Batch, HookedLALM
 
@@ -77,5 +77,5 @@ def check_finite(acts: dict, final: torch.Tensor, batch: Batch, dtype: torch.dty
     ids = [m.get("id", "?") for m in batch.meta] or ["?"]
     raise PatchlabError(
         f"NaN/inf in the activations of {', '.join(map(str, ids))} from {where} on, in {dtype}",
-        "half precision overflowed: load the model with dtype=bfloat16 or float32 (patchlab --dtype float32)",
+        nonfinite_fix(dtype),
     )

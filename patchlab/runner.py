@@ -2,8 +2,10 @@
 
 A shard is (track, a run of consecutive samples). Its results go to out/shards/<track>-<index>/ through a
 temporary directory renamed into place, so a killed run leaves whole shards or none; `resume` skips the
-shards already there. run.json records the config, its digest and the code version; resuming a different
-config is refused. The merged tables are the same whichever executor computed the shards.
+shards already there. run.json records the run's identity: the config (sharding included), the data's
+contents, the weights and patchlab's code. A resume that differs in any of them is refused and says what
+changed, and each finished shard is checked (its run, its samples, its files' hashes) before it is reused.
+The merged tables are the same whichever executor computed the shards.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,10 @@ import pandas as pd
 from . import __version__
 from .errors import PatchlabError
 from .experiment import Experiment, from_dict
-from .io import write_json
+from .io import read_table, write_json
+from .outdir import claim
 
+RUN_ENTRIES = {"run.json", "shards", "tables", "plots", "summary.json", "report.html"}  # what a run writes
 _MODELS: dict = {}  # one model replica per process (a Ray worker keeps its own)
 
 
@@ -35,6 +38,7 @@ class Shard:
     index: int
     start: int
     stop: int
+    samples: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -62,9 +66,10 @@ def plan(exp: Experiment) -> list[Shard]:
 
     shards = []
     for track in exp.tracks:
-        n = len(load_track(exp.data, track, exp.limit))
-        for i, start in enumerate(range(0, n, exp.shard_size)):
-            shards.append(Shard(track, i, start, min(n, start + exp.shard_size)))
+        ids = [s.id for s in load_track(exp.data, track, exp.limit)]
+        for i, start in enumerate(range(0, len(ids), exp.shard_size)):
+            stop = min(len(ids), start + exp.shard_size)
+            shards.append(Shard(track, i, start, stop, tuple(ids[start:stop])))
     return shards
 
 
@@ -88,8 +93,11 @@ def _fault(shard: Shard, out: Path) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def compute_shard(config: dict, shard: Shard, out: str) -> str:
-    """Compute one shard's tables and write them atomically (also what a Ray task runs)."""
+def compute_shard(config: dict, shard: Shard, out: str, run_id: str = "") -> str:
+    """Compute one shard's tables and write them atomically (also what a Ray task runs).
+
+    Its `done` file records the run it belongs to, its samples and each table's hash, checked on resume.
+    """
     from .analyses import shard_tables
 
     exp = from_dict(config, "run config")
@@ -102,12 +110,45 @@ def compute_shard(config: dict, shard: Shard, out: str) -> str:
     tmp = out_dir / "shards" / f".{shard.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    files = {}
     for name, table in tables.items():
         table.to_csv(tmp / f"{name}.csv", index=False)
-    (tmp / "done").write_text("ok\n")
+        files[f"{name}.csv"] = _sha(tmp / f"{name}.csv")
+    done = {"run": run_id, "shard": shard.name, "samples": list(shard.samples), "files": files}
+    (tmp / "done").write_text(json.dumps(done, indent=1) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return shard.name
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_shard(out: Path, shard: Shard, run_id: str) -> None:
+    """Refuse to reuse a finished shard that another run wrote, that holds other samples, or whose tables changed."""
+    where = out / "shards" / shard.name
+    try:
+        done = json.loads((where / "done").read_text())
+    except (OSError, json.JSONDecodeError):
+        done = {}
+    problem = None
+    if done.get("run") != run_id:
+        problem = "was written by another run (or an older patchlab)"
+    elif done.get("samples") != list(shard.samples):
+        problem = "holds other samples than this run plans for it"
+    else:
+        for name, digest in done.get("files", {}).items():
+            if not (where / name).is_file() or _sha(where / name) != digest:
+                problem = f"has a table ({name}) changed or removed after it was written"
+                break
+    if problem:
+        raise PatchlabError(
+            f"finished shard {where} {problem}: resuming would mix results",
+            f"remove {where} to have it computed again, or write the run to a new --out",
+        )
 
 
 def model_fingerprint(model: str) -> str:
@@ -121,17 +162,54 @@ def model_fingerprint(model: str) -> str:
     path = Path(model).expanduser()
     if not path.is_dir():
         return model
-    files = sorted((f.name, f.stat().st_size) for f in path.iterdir() if f.is_file())
-    config = (path / "config.json").read_bytes() if (path / "config.json").exists() else b""
-    return hashlib.sha256(repr(files).encode() + config).hexdigest()[:16]
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.iterdir() if p.is_file()):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with f.open("rb") as fh:  # whole files up to 64 MiB; of larger ones (weights) the first and last MiB
+            if size <= 64 << 20:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(1 << 20))
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read())
+    return h.hexdigest()[:16]
 
 
-def _start(exp: Experiment, out: Path, resume: bool, small: bool) -> None:
+def code_fingerprint() -> str:
+    """Hash of patchlab's own source files: results of other code are not mixed into a resumed run."""
+    import hashlib
+
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(here.rglob("*.py")) + [here / "demo.yaml"]:
+        h.update(str(f.relative_to(here)).encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def identity(exp: Experiment) -> dict:
+    """What decides a run's rows: config (sharding included), each track's data contents, the weights, the code."""
+    from .data import fingerprint
+
+    return {
+        "digest": exp.digest(),
+        "data_fingerprint": {t: fingerprint(exp.data, t) for t in exp.tracks},
+        "model_fingerprint": model_fingerprint(exp.model),
+        "code_fingerprint": code_fingerprint(),
+    }
+
+
+def _start(exp: Experiment, out: Path, resume: bool, small: bool) -> str:
+    """Record the run's identity in run.json, or check a resumed run's against it; returns the run id."""
+    import hashlib
+
     meta = out / "run.json"
+    ident = identity(exp)
+    run_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     record = {
         "name": exp.name,
-        "digest": exp.digest(),
-        "model_fingerprint": model_fingerprint(exp.model),
+        "run_id": run_id,
+        **ident,
         "small": small,
         "code_version": code_version(),
         "config": dataclasses.asdict(exp),
@@ -154,12 +232,22 @@ def _start(exp: Experiment, out: Path, resume: bool, small: bool) -> None:
                 f"{out} holds results of other weights of {exp.model} than those loaded now",
                 "write to another --out (the finished shards used the old weights)",
             )
-        if old.get("code_version") != record["code_version"]:
-            warnings.warn(
-                f"resuming results of patchlab {old.get('code_version')} with {record['code_version']}", stacklevel=2
+        old_data = old.get("data_fingerprint") or {}
+        changed = [t for t in exp.tracks if old_data.get(t) != record["data_fingerprint"][t]]
+        if changed:
+            raise PatchlabError(
+                f"{out} holds a run on other data: the contents of track(s) {', '.join(changed)} under {exp.data} "
+                "changed since it started (metadata.csv or audio files)",
+                "restore the data as it was to resume, or run the changed data into a new --out",
             )
-        return
+        if old.get("code_fingerprint") != record["code_fingerprint"]:
+            raise PatchlabError(
+                f"{out} holds results of other patchlab code ({old.get('code_version')}; now {record['code_version']})",
+                "resume with the code that started the run, or start the run again in a new --out",
+            )
+        return run_id
     write_json(meta, record)
+    return run_id
 
 
 def run(
@@ -177,25 +265,29 @@ def run(
     from .analyses import merge
 
     exp = exp.sized(small)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _start(exp, out, resume, small)
-    shards = plan(exp)
-    todo = [s for s in shards if not (out / "shards" / s.name / "done").exists()]
+    if executor not in ("local", "ray"):
+        raise PatchlabError(f"unknown executor {executor!r}", "use local or ray")
+    shards = plan(exp)  # reads every track's metadata first: bad data is refused before anything is written
+    out = claim(out, "run")
+    run_id = _start(exp, out, resume, small)
+    finished = [s for s in shards if (out / "shards" / s.name / "done").exists()]
+    for s in finished:
+        check_shard(out, s, run_id)
+    todo = [s for s in shards if s not in finished]
+    if finished and progress:
+        print(f"resuming {out}: {len(finished)} of {len(shards)} shards already done, reused")
     config = dataclasses.asdict(exp)
     if executor == "local":
         for s in tqdm(todo, desc=f"{exp.name}: shards", unit="shard", disable=not progress):
-            compute_shard(config, s, str(out))
-    elif executor == "ray":
+            compute_shard(config, s, str(out), run_id)
+    else:
         from .executors import run_ray
 
-        run_ray(config, todo, str(out), address, exp.device)
-    else:
-        raise PatchlabError(f"unknown executor {executor!r}", "use local or ray")
+        run_ray(config, todo, str(out), address, exp.device, run_id)
     tables = {}
     for s in shards:
         for f in sorted((out / "shards" / s.name).glob("*.csv")):
-            table = pd.read_csv(f)
+            table = read_table(f)
             if len(table):
                 tables.setdefault(f.stem, []).append(table)
     merged = {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}

@@ -14,7 +14,10 @@ import patchlab  # noqa: E402
 from patchlab.data.synth import tone, tone_gender_track  # noqa: E402,F401
 
 SAKURA = Path(__file__).resolve().parents[1].parent / "shared" / "sakura"
-FAMILIES = ["qwen2_audio", "voxtral", "audioflamingo3", "qwen2_5_omni", "granite_speech"]
+FAMILIES = [
+    "qwen2_audio", "voxtral", "audioflamingo3", "qwen2_5_omni", "granite_speech",
+    "glm_asr", "music_flamingo", "qwen3_asr", "qwen3_omni_moe",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -58,3 +58,22 @@ def test_grounding_needs_region_rows():
     t = pd.DataFrame({"direction": ["denoise"], "position": ["audio"], "logit_diff_restored": [1.0]})
     with pytest.raises(PatchlabError, match="region_specs"):
         grounding(t)
+
+
+def test_handover_layer_is_where_text_overtakes_audio_for_good():
+    import numpy as np
+    import pandas as pd
+
+    from patchlab.grounding import handover, handover_layer
+
+    audio = np.array([1.0, 0.9, 0.2, 0.6, 0.1, 0.0])
+    text = np.array([0.0, 0.1, 0.5, 0.4, 0.8, 0.9])  # text ahead at 2, behind at 3, ahead for good from 4
+    assert handover_layer(audio, text) == 4
+    assert np.isnan(handover_layer(text, audio))  # audio ahead at the last layer: no handover
+    rows = [
+        dict(sample=f"s{i}", layer=la, delta_audio=audio[la] + 0.01 * i, delta_text=text[la])
+        for i in range(10)
+        for la in range(6)
+    ]
+    h = handover(pd.DataFrame(rows), n_boot=200)
+    assert h["handover_layer"] == 4 and h["handover_lo"] == h["handover_hi"] == 4 and h["handover_found_share"] == 1

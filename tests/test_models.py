@@ -10,21 +10,12 @@ import patchlab
 from patchlab.corrupt import decoder_inputs
 from patchlab.data import tone
 from patchlab.hooks import hooked
-from patchlab.models.base import Batch
 from patchlab.record import RECORD_SITES
-from patchlab.regions import Regions
 
 
 def _inputs(lalm, seconds):
     if lalm.family == "granite_speech":  # its feature extractor needs torchaudio: feed features directly
-        feats = torch.randn(1, int(seconds * 50), 160)
-        with torch.no_grad():
-            n = lalm.model.get_audio_features(feats).pooler_output.shape[1]
-        text = lalm.adapter.chat_text(patchlab.Prompt("What is the speaker's gender?"))
-        text = text.replace("<|audio|>", "<|audio|>" * n)
-        ids = lalm.tokenizer(text, return_tensors="pt")
-        regions = Regions.from_ids(ids["input_ids"][0], lalm.audio_token_id, lalm._special)
-        return Batch({**ids, "input_features": feats}, [regions])
+        return lalm.adapter.feature_batch(lalm, seconds, patchlab.Prompt("What is the speaker's gender?"))
     return lalm.prepare(tone(seconds), 16000, "What is the speaker's gender?")
 
 

@@ -51,3 +51,17 @@ def test_positions_layers_dtype_and_heads(qwen, batch):
     assert c["head_out", 3].shape == (1, 4, qwen.n_heads, qwen.d_head)
     full = record(qwen, batch, sites=["resid_post"], layers=[1])
     assert torch.allclose(c["resid_post", 1].float(), full["resid_post", 1][:, list(c.positions)], atol=1e-2)
+
+
+@pytest.mark.parametrize("family", ["glm_asr", "music_flamingo"])
+def test_transformer_lens_bridges_the_new_families_with_its_own_adapters(family, tiny_dir):
+    """GLM-ASR and MusicFlamingo have TransformerBridge adapters: the whole LALM is bridged, and agrees."""
+    pytest.importorskip("transformer_lens")
+    import patchlab
+    from patchlab.backends.tlens import bridge
+
+    lalm = patchlab.load(tiny_dir(family))
+    batch = lalm.prepare(tone(1.2), 16000, "What is the speaker's gender?")
+    ours, theirs = record(lalm, batch), record(lalm, batch, backend="transformer_lens")
+    assert bridge(lalm)[1] is False  # not the decoder-only fallback
+    assert ours.max_abs_diff(theirs) <= 1e-5

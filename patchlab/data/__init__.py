@@ -2,7 +2,7 @@
 
 from .audio import fit_length, load_audio
 from .prompts import FORMATS, LabelSet, build_prompt, label_set, verbalize
-from .sakura import Sample, load_track, parse_options, tracks
+from .sakura import Sample, fingerprint, labels_of, load_track, parse_options, track_labels, tracks
 from .synth import tone, tone_gender_track
 
 __all__ = [
@@ -10,13 +10,16 @@ __all__ = [
     "LabelSet",
     "Sample",
     "build_prompt",
+    "fingerprint",
     "fit_length",
     "label_set",
+    "labels_of",
     "load_audio",
     "load_track",
     "parse_options",
     "tone",
     "tone_gender_track",
+    "track_labels",
     "tracks",
     "verbalize",
 ]

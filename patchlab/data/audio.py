@@ -26,6 +26,12 @@ def load_audio(path: str | Path, rate: int = 16000, max_seconds: float | None = 
         ) from e
     if data.size == 0 or data.shape[0] == 0:
         raise PatchlabError(f"audio file {path} is empty (0 samples)", "remove the clip or replace it with real audio")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise PatchlabError(
+            f"audio file {path} holds {bad} NaN/inf samples (a float file written from broken audio)",
+            "re-export the clip from its source, or drop it from metadata.csv",
+        )
     if data.shape[1] > 1:
         warnings.warn(f"{path} has {data.shape[1]} channels: mixed to mono (their mean)", stacklevel=2)
     wave = data.mean(axis=1)

@@ -25,6 +25,7 @@ class Sample:
     question: str
     options: tuple[str, ...]
     answer: int
+    root: Path | None = None  # the dataset folder (where the track's full label list is read from)
 
 
 def parse_options(instruction: str) -> list[str]:
@@ -69,7 +70,7 @@ def load_track(root: str | Path, track: str, limit: int | None = None) -> list[S
             f"track {track!r} not found under {root} (no {meta})",
             f"use one of: {', '.join(known)}" if known else f"point --data at a SAKURA-format directory, not {root}",
         )
-    with meta.open(newline="", encoding="utf-8") as f:
+    with meta.open(newline="", encoding="utf-8-sig") as f:  # -sig: a UTF-8 BOM (Excel's CSVs) is not a column
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -78,6 +79,8 @@ def load_track(root: str | Path, track: str, limit: int | None = None) -> list[S
             )
         rows = list(reader)
     out = []
+    audio_dir = root / track / "audio"
+    top = root.resolve()
     for n, row in balanced(rows, limit):
         options = parse_options(row["single_instruction"])
         m = _ANSWER.match(row["single_answer"])
@@ -87,15 +90,48 @@ def load_track(root: str | Path, track: str, limit: int | None = None) -> list[S
                 f"{meta} line {n}: answer {row['single_answer']!r} is not among the options {options}",
                 "fix the row's single_answer to one of the '(x) option' choices in single_instruction",
             )
+        path = root / track / "audio" / row["file"]
+        if not path.resolve().is_relative_to(top):
+            raise PatchlabError(
+                f"{meta} line {n}: file {row['file']!r} points outside the dataset folder {root} (to {path.resolve()})",
+                f"give files as paths inside {audio_dir} (no '..', no absolute paths, no links that lead out)",
+            )
         out.append(
             Sample(
                 id=Path(row["file"]).stem,
                 track=track,
-                path=root / track / "audio" / row["file"],
+                path=path,
                 label=row["attribute_label"],
                 question=row["single_instruction"],
                 options=tuple(options),
                 answer=options.index(answer),
+                root=root,
             )
         )
     return out
+
+
+def track_labels(root: str | Path, track: str) -> list[str]:
+    """Every label of a track (sorted), from its whole metadata.csv: what label sets are built from."""
+    return sorted({s.label for s in load_track(root, track)})
+
+
+def labels_of(samples: list[Sample]) -> list[str]:
+    """The full label lists of the tracks these samples come from (not only the labels the samples have)."""
+    found: set[str] = set()
+    for root, track in sorted({(str(s.root), s.track) for s in samples if s.root is not None}):
+        found.update(track_labels(root, track))
+    found.update(s.label for s in samples if s.root is None)
+    return sorted(found)
+
+
+def fingerprint(root: str | Path, track: str) -> str:
+    """Hash of a track's contents: its metadata.csv and the bytes of every audio file it names."""
+    import hashlib
+
+    root = Path(root)
+    h = hashlib.sha256((root / track / "metadata.csv").read_bytes())
+    for s in load_track(root, track):
+        h.update(s.path.name.encode())
+        h.update(hashlib.sha256(s.path.read_bytes()).digest() if s.path.is_file() else b"missing")
+    return h.hexdigest()[:16]

@@ -81,12 +81,20 @@ def build(out: Path | None = None, projector: Path | None = None, force: bool = 
     stamp = out / "projector.sha256"
     if (out / "model.safetensors").exists() and not force and stamp.exists() and stamp.read_text() == digest:
         return out
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not stamp.exists()):
+        from ..errors import PatchlabError
+
+        raise PatchlabError(
+            f"{out} holds files that are not a patchlab-mini build (no projector.sha256 stamp)",
+            "pass a new or empty folder as --out: patchlab replaces only checkpoints it built",
+        )
     model, processor = assemble(projector)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     (tmp / "projector.sha256").write_text(digest)
-    shutil.rmtree(out, ignore_errors=True)
+    if out.exists():  # an older build of ours (checked above): replaced
+        shutil.rmtree(out)
     tmp.rename(out)
     return out

@@ -139,10 +139,20 @@ class Adapter:
         """The full prompt text with the family's single audio placeholder, before expansion."""
         raise NotImplementedError
 
+    def prompt_text(self, processor: Any, prompt: Prompt) -> str:
+        """What `prepare` hands the processor: `chat_text` by default; families whose checkpoints ship a chat
+        template build it with the processor's own `apply_chat_template` instead (see TemplateChat)."""
+        return self.chat_text(prompt)
+
     def process(self, processor: Any, text: str, audio: np.ndarray, sampling_rate: int) -> dict[str, torch.Tensor]:
         """Run the family's real processor on one (prompt text, waveform)."""
         out = processor(text=text, audio=audio, sampling_rate=sampling_rate, return_tensors="pt")
         return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+
+    def feature_batch(self, lalm: HookedLALM, seconds: float, prompt: Prompt, seed: int = 0) -> Batch | None:
+        """Inputs built from random audio *features* where the real feature extractor cannot run here (None: the
+        family's processor always runs). Used by `patchlab check` and the wrapper tests, never by analyses."""
+        return None
 
     def special_ids(self, processor: Any) -> set[int]:
         tok = processor.tokenizer
@@ -158,6 +168,20 @@ class Adapter:
     def tiny(self, tokenizer: Any, out_dir: str) -> None:
         """Write a tiny random-weight checkpoint and processor of this family to `out_dir`."""
         raise NotImplementedError
+
+
+class TemplateChat:
+    """Mixin: the prompt comes from the processor's chat template (one audio item, then the instruction), and the
+    assistant turn starts with the prompt's prefix: exactly what the checkpoint's own template makes."""
+
+    def prompt_text(self, processor: Any, prompt: Prompt) -> str:
+        if not getattr(processor, "chat_template", None):
+            raise PatchlabError(
+                f"{type(processor).__name__} has no chat template", "use a checkpoint that ships chat_template.jinja"
+            )
+        content = [{"type": "audio"}, {"type": "text", "text": prompt.instruction}]
+        messages = [{"role": "user", "content": content}]
+        return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prompt.prefix
 
 
 class HookedLALM:
@@ -229,7 +253,8 @@ class HookedLALM:
                 f"clip of {audio.shape[0] / sampling_rate:.1f} s is longer than {self.family}'s {window:.0f} s window",
                 f"trim it (patchlab.data.load_audio(path, max_seconds={window:.0f}) refuses such clips) or split it",
             )
-        tensors = self.adapter.process(self.processor, self.adapter.chat_text(prompt), audio, sampling_rate)
+        text = self.adapter.prompt_text(self.processor, prompt)
+        tensors = self.adapter.process(self.processor, text, audio, sampling_rate)
         regions = Regions.from_ids(tensors["input_ids"][0], self.audio_token_id, self._special)
         return Batch(tensors, [regions], [dict(meta)])
 

@@ -41,6 +41,20 @@ class GraniteSpeechAdapter(Adapter):
         out = processor(text=text, audio=torch.as_tensor(audio), return_tensors="pt")
         return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
 
+    def feature_batch(self, lalm, seconds: float, prompt: Prompt, seed: int = 0):
+        """Random 160-dim features (50 frames per second) with the prompt expanded to the encoder's output length:
+        what the processor would hand the model, without torchaudio's mel spectrogram."""
+        from ..regions import Regions
+        from .base import Batch
+
+        feats = torch.randn(1, int(seconds * 50), 160, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            n = lalm.model.get_audio_features(feats.to(lalm.device, lalm.dtype)).pooler_output.shape[1]
+        text = self.chat_text(prompt).replace("<|audio|>", "<|audio|>" * n)
+        ids = lalm.tokenizer(text, return_tensors="pt")
+        regions = Regions.from_ids(ids["input_ids"][0], lalm.audio_token_id, lalm._special)
+        return Batch({**ids, "input_features": feats}, [regions], [{"id": f"features-{seconds}s"}])
+
     def tiny(self, tokenizer: Any, out_dir: str) -> None:
         from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,10 @@ import torch
 from ..errors import PatchlabError
 from .audioflamingo3 import AudioFlamingo3Adapter
 from .base import Adapter, HookedLALM
+from .glm_asr import GlmAsrAdapter
+from .music_flamingo import MusicFlamingoAdapter
+from .qwen3_asr import Qwen3AsrAdapter
+from .qwen3_omni_moe import Qwen3OmniMoeAdapter
 from .granite_speech import GraniteSpeechAdapter
 from .mini import MiniAdapter
 from .qwen2_5_omni import Qwen25OmniAdapter
@@ -25,6 +30,10 @@ ADAPTERS: dict[str, Adapter] = {
         AudioFlamingo3Adapter(),
         Qwen25OmniAdapter(),
         GraniteSpeechAdapter(),
+        GlmAsrAdapter(),
+        MusicFlamingoAdapter(),
+        Qwen3AsrAdapter(),
+        Qwen3OmniMoeAdapter(),
         MiniAdapter(),
     )
 }
@@ -58,6 +67,25 @@ def adapter_for_model_type(model_type: str, where: str) -> Adapter:
     )
 
 
+def adapter_for(model_type: str, architectures: list[str], where: str) -> Adapter:
+    """The family's adapter; for a model_type patchlab has no file for, the generic adapter (when the checkpoint
+    names its class), which says what it treated the model as."""
+    try:
+        return adapter_for_model_type(model_type, where)
+    except PatchlabError:
+        if not architectures:
+            raise
+    from .generic import GenericAdapter
+
+    adapter = GenericAdapter(model_type, architectures[0])
+    warnings.warn(
+        f"{where}: model_type {model_type!r} has no patchlab adapter; loading it through the generic adapter as "
+        f"{architectures[0]} (run `patchlab check {where}` to see whether that is right)",
+        stacklevel=3,
+    )
+    return adapter
+
+
 def load(
     path_or_id: str | Path,
     *,
@@ -67,7 +95,7 @@ def load(
     attn_implementation: str = "sdpa",
 ) -> HookedLALM:
     """Load a checkpoint (local directory, hub id, or "patchlab-mini") with its real processor, as a HookedLALM."""
-    if str(path_or_id) == "patchlab-mini":
+    if str(path_or_id) in ("patchlab-mini", "patchlab_mini"):
         from ..mini.build import build
 
         path_or_id = build()  # converts the parts and assembles the checkpoint on first use
@@ -77,24 +105,52 @@ def load(
     cfg_file = path / "config.json"
     if path.exists() and not cfg_file.exists():
         raise PatchlabError(f"{path} has no config.json", "point --model at a transformers checkpoint directory")
+    architectures: list[str] = []
     if cfg_file.exists():
-        model_type = json.loads(cfg_file.read_text()).get("model_type", "")
+        try:
+            cfg = json.loads(cfg_file.read_text())
+            model_type, architectures = cfg.get("model_type", ""), cfg.get("architectures") or []
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            raise PatchlabError(
+                f"{cfg_file} is not a valid config ({e.__class__.__name__}: {e})",
+                "restore config.json from the checkpoint's source (it must be a JSON object with model_type)",
+            ) from None
     else:
         from transformers import AutoConfig
 
         try:
-            model_type = AutoConfig.from_pretrained(str(path_or_id)).model_type
+            auto = AutoConfig.from_pretrained(str(path_or_id))
+            model_type, architectures = auto.model_type, list(getattr(auto, "architectures", None) or [])
         except OSError as e:
             raise PatchlabError(
                 f"cannot find model {path_or_id!r} locally ({e.__class__.__name__})",
                 "pass a local checkpoint directory; the hub is off here (HF_HUB_OFFLINE=1)",
             ) from e
-    adapter = adapter_for_model_type(model_type, str(path_or_id))
+    adapter = adapter_for(model_type, architectures, str(path_or_id))
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    model = adapter.model_class().from_pretrained(
-        str(path_or_id), dtype=dtype, device_map=device_map, attn_implementation=attn_implementation
-    )
+    try:
+        model = adapter.model_class().from_pretrained(
+            str(path_or_id), dtype=dtype, device_map=device_map, attn_implementation=attn_implementation
+        )
+    except PatchlabError:
+        raise
+    except Exception as e:  # safetensors, json, torch and transformers each raise their own kind for a broken file
+        raise PatchlabError(
+            f"cannot load the {adapter.family} weights from {path_or_id} ({e.__class__.__name__}: {str(e)[:300]})",
+            "the checkpoint's weight or config files are broken or incomplete: copy them again from their source",
+        ) from None
     if device_map is None:
         model = model.to(device)
+    check_weights(model, str(path_or_id))
     return HookedLALM(model, adapter.load_processor(str(path_or_id)), adapter, source=str(path_or_id))
+
+
+def check_weights(model: torch.nn.Module, where: str) -> None:
+    """Refuse a model whose weights hold NaN/inf: every logit would be NaN and no answer could be read."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise PatchlabError(
+                f"{where}: weight {name} holds {int((~torch.isfinite(p)).sum())} NaN/inf values",
+                "the checkpoint is broken (a diverged training run or a bad conversion): use intact weights",
+            )

@@ -6,19 +6,21 @@ import argparse
 from pathlib import Path
 
 from ..corrupt import make_pair
-from ..data import label_set, load_track
+from ..data import label_set, load_track, track_labels
 from ..io import write_json, write_table
 from ..models import load
+from ..outdir import claim
 from ..report.plots import patch_heatmap, region_curves
 from .engine import patch
 from .spec import region_specs, sweep
 
 
 def run_patch_command(args: argparse.Namespace) -> None:
-    lalm = load(args.model, device=args.device, dtype=args.dtype)
     samples = load_track(args.data, args.track, args.limit)
-    labels = label_set(lalm, [s.label for s in samples], args.prompt)
-    pool = load_track(args.data, args.track) if args.corruption in ("swap", "text") else samples
+    pool = load_track(args.data, args.track)
+    out = claim(args.out, "patch")
+    lalm = load(args.model, device=args.device, dtype=args.dtype)
+    labels = label_set(lalm, track_labels(args.data, args.track), args.prompt)
     pairs = [make_pair(lalm, s, args.corruption, args.prompt, labels.index(s.label), pool, args.seed) for s in samples]
     if args.method == "atp":
         return _atp(lalm, args, pairs, labels)
@@ -27,25 +29,14 @@ def run_patch_command(args: argparse.Namespace) -> None:
     else:
         specs_for = lambda p: region_specs(lalm.n_layers, site=args.site, direction=args.direction)  # noqa: E731
     res = patch(lalm, pairs, label_ids=labels.token_ids, max_batch=args.max_batch, spec_fn=specs_for)
-    out = Path(args.out)
     write_table(out / "patching.csv", res.table)
     t = res.table
     summary = {
-        "model": args.model,
-        "random_weights": lalm.is_random,
-        "track": args.track,
-        "prompt": args.prompt,
-        "corruption": args.corruption,
-        "site": args.site,
-        "direction": args.direction,
+        **_about(args, lalm, labels, pairs),
         "positions": args.positions,
-        "labels": list(labels.labels),
-        "n_samples": len(pairs),
         "n_rows": len(t),
-        "seed": args.seed,
         "clean_accuracy": float(t.groupby("sample")["clean_acc"].first().mean()),
         "corrupt_accuracy": float(t.groupby("sample")["corrupt_acc"].first().mean()),
-        "corruptions": res.meta["corruptions"],
     }
     tag = " (RANDOM WEIGHTS)" if lalm.is_random else ""
     if args.positions == "sweep":
@@ -77,13 +68,44 @@ def _atp(lalm, args: argparse.Namespace, pairs, labels) -> None:
     """Attribution patching over every (layer, position); `--verify-top K` re-runs the K largest with real patching."""
     from .attribution import attribution, verify_top
 
-    out = Path(args.out)
+    out = Path(args.out)  # claimed by the caller
     est = attribution(lalm, pairs, labels.token_ids, [args.site])
     write_table(out / "attribution.csv", est)
     msg = f"AtP estimates for {len(est)} cells over {len(pairs)} clips"
+    summary = {**_about(args, lalm, labels, pairs), "method": "atp", "n_cells": len(est)}
     if args.verify_top:
         top = verify_top(lalm, pairs, est, labels.token_ids, k=args.verify_top)
         write_table(out / "verified.csv", top)
         agree = float((top["atp"].gt(0) == top["real"].gt(0)).mean())
+        summary.update(verify_top=args.verify_top, sign_agreement=agree)
         msg += f"; top {args.verify_top} per clip verified by real patching (sign agreement {agree:.2f})"
+    r = pairs[0].clean.regions[0]
+    bounds = {"audio": (r.audio[0], r.audio[-1])} if r.audio else {}
+    one = est[est["sample"] == pairs[0].sample]
+    tag = " (RANDOM WEIGHTS)" if lalm.is_random else ""
+    patch_heatmap(
+        one,
+        "atp_restored",
+        out / "attribution_heatmap.png",
+        bounds,
+        f"{args.track}: AtP estimate of {args.site} patching ({pairs[0].sample}){tag}",
+    )
+    write_json(out / "summary.json", summary)
     print(f"{msg} -> {out}")
+
+
+def _about(args: argparse.Namespace, lalm, labels, pairs) -> dict:
+    """What every `patch` summary records: the model, track, prompt, corruption, labels, clips and seeds."""
+    return {
+        "model": args.model,
+        "random_weights": lalm.is_random,
+        "track": args.track,
+        "prompt": args.prompt,
+        "corruption": args.corruption,
+        "site": args.site,
+        "direction": args.direction,
+        "labels": list(labels.labels),
+        "n_samples": len(pairs),
+        "seed": args.seed,
+        "corruptions": {p.sample: p.corruption for p in pairs},
+    }

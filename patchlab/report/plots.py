@@ -12,6 +12,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+# One palette and one band convention across every plot: regions keep their colours, and every band is the 95%
+# percentile bootstrap CI of the mean over clips.
+REGION_COLORS = {"audio": "#1f77b4", "text": "#ff7f0e", "final": "#2ca02c", "all": "#7f7f7f", "transcript": "#9467bd"}
+SHARE_COLOR = "#8c564b"
+BAND = "band: 95% bootstrap CI of the mean over clips"
+RESTORED = "restored logit difference\n(0 = corrupted run, 1 = clean run)"
+POSITIONS = "position (text-k: k-th text token from the end; audio-x%: bin of the audio span; final: last token)"
+
+
+def _band(values: pd.Series, n_boot: int = 500) -> tuple[float, float]:
+    from ..stats import bootstrap_mean_ci
+
+    return bootstrap_mean_ci(values.dropna().to_numpy(), n_boot=n_boot)
+
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -21,21 +35,28 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     return Path(path)
 
 
-def lens_heatmap(matrix: pd.DataFrame, critical: dict[str, float], path: str | Path, title: str = "") -> Path:
-    """Layers (rows) x position groups (columns) of information scores; a marker at each critical layer."""
+def lens_heatmap(
+    matrix: pd.DataFrame, critical: dict[str, float], path: str | Path, title: str = "", tau: float | None = None
+) -> Path:
+    """Layers (rows) x position groups (columns) of information scores; a marker at each critical layer, the chance
+    threshold tau marked on the colour bar."""
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * matrix.shape[1] + 2), max(3.5, 0.22 * matrix.shape[0] + 1.5)))
     im = ax.imshow(matrix.to_numpy(), aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=60, ha="right", fontsize=8)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("layer")
+    ax.set_xlabel(POSITIONS, fontsize=8)
     for j, col in enumerate(matrix.columns):
         c = critical.get(col, float("nan"))
         if not math.isnan(c):
             ax.plot(j, c, marker="D", color="red", markersize=6, markeredgecolor="white")
-    ax.plot([], [], "D", color="red", label="critical layer")
-    ax.legend(loc="upper right", fontsize=7)
-    fig.colorbar(im, ax=ax, label="information score")
-    ax.set_title(title or "logit lens: information score", fontsize=10)
+    bar = fig.colorbar(im, ax=ax, label="information score (accuracy of the lens argmax)")
+    if tau is not None:
+        bar.ax.axhline(tau, color="red", lw=1.5)
+        bar.ax.text(
+            1.6, tau, f"τ={tau:.2f}", color="red", fontsize=7, va="center", transform=bar.ax.get_yaxis_transform()
+        )
+    ax.set_title(f"{title or 'logit lens: information score'}\n(red ◆: critical layer of each position)", fontsize=10)
     return _save(fig, path)
 
 
@@ -71,37 +92,59 @@ def patch_heatmap(
 
 
 def region_curves(table: pd.DataFrame, value: str, path: str | Path, title: str = "") -> Path:
-    """One line per region: the metric (mean over samples, with a min-max band) against layer."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    """One line per region: the metric's mean over clips against layer, with its bootstrap CI band."""
+    fig, ax = plt.subplots(figsize=(10, 4))
+    n = table["sample"].nunique() if "sample" in table else 0
     for region, g in table.groupby("position"):
-        agg = g.groupby("layer")[value].agg(["mean", "min", "max"])
-        ax.plot(agg.index, agg["mean"], marker="o", ms=3, label=str(region))
-        ax.fill_between(agg.index, agg["min"], agg["max"], alpha=0.15)
+        by = g.groupby("layer")[value]
+        mean = by.mean()
+        lo_hi = pd.DataFrame([_band(v) for _, v in by], index=mean.index, columns=["lo", "hi"])
+        color = REGION_COLORS.get(str(region))
+        ax.plot(mean.index, mean, marker="o", ms=3, label=f"{region} positions", color=color)
+        ax.fill_between(mean.index, lo_hi["lo"], lo_hi["hi"], alpha=0.15, color=color)
     ax.axhline(0, color="grey", lw=0.5)
     ax.axhline(1, color="grey", lw=0.5, ls=":")
-    ax.set_xlabel("layer")
-    ax.set_ylabel(value)
-    ax.legend(fontsize=8)
+    ax.set_xlabel("layer patched")
+    ax.set_ylabel(RESTORED if value.startswith("logit_diff") else value.replace("_", " "))
+    ax.plot([], [], " ", label=f"{BAND} (n={n})")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title or value, fontsize=10)
     return _save(fig, path)
 
 
-def grounding_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    """Delta_audio, Delta_text, Delta_final and the share S against layer, each with its confidence band."""
+def grounding_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "", handover: dict | None = None) -> Path:
+    """Delta_audio, Delta_text, Delta_final and the share S against layer, each with its bootstrap CI band, and
+    the handover layer (where Delta_text overtakes Delta_audio for good) with its CI."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    for col, label in (("delta_audio", "Δ audio"), ("delta_text", "Δ text"), ("delta_final", "Δ final")):
-        ax.plot(per_layer["layer"], per_layer[col], marker="o", ms=3, label=label)
-        ax.fill_between(per_layer["layer"], per_layer[f"{col}_lo"], per_layer[f"{col}_hi"], alpha=0.2)
+    for col, region in (("delta_audio", "audio"), ("delta_text", "text"), ("delta_final", "final")):
+        color = REGION_COLORS[region]
+        ax.plot(per_layer["layer"], per_layer[col], marker="o", ms=3, label=f"Δ {region}", color=color)
+        ax.fill_between(per_layer["layer"], per_layer[f"{col}_lo"], per_layer[f"{col}_hi"], alpha=0.15, color=color)
     ax.axhline(0, color="grey", lw=0.5)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("normalized restoration")
-    ax.legend(fontsize=8)
-    bx.plot(per_layer["layer"], per_layer["share"], marker="o", ms=3, color="purple", label="S (audio share)")
-    bx.fill_between(per_layer["layer"], per_layer["share_lo"], per_layer["share_hi"], alpha=0.2, color="purple")
-    bx.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("layer patched")
+    ax.set_ylabel(RESTORED)
+    bx.plot(per_layer["layer"], per_layer["share"], marker="o", ms=3, color=SHARE_COLOR, label="S (audio share)")
+    bx.fill_between(per_layer["layer"], per_layer["share_lo"], per_layer["share_hi"], alpha=0.15, color=SHARE_COLOR)
+    bx.axhline(0.5, color="grey", lw=0.5, ls=":")
     bx.set_ylim(-1.05, 1.05)
-    bx.set_xlabel("layer")
-    bx.set_ylabel("S = Δa / (|Δa| + |Δt|)")
-    bx.legend(fontsize=8)
+    bx.set_xlabel("layer patched")
+    bx.set_ylabel("S = Δa / (|Δa| + |Δt|)  (0.5: equal)")
+    h = (handover or {}).get("handover_layer", float("nan"))
+    for axis in (ax, bx):
+        if h == h:
+            axis.axvline(h, color="k", ls="--", lw=0.8)
+            lo, hi = handover.get("handover_lo", h), handover.get("handover_hi", h)
+            axis.axvspan(lo - 0.5, hi + 0.5, color="k", alpha=0.06)
+    if h == h:
+        ax.plot(
+            [],
+            [],
+            "k--",
+            lw=0.8,
+            label=f"handover layer {h:.0f} (CI {handover['handover_lo']:.0f}-{handover['handover_hi']:.0f})",
+        )
+    ax.plot([], [], " ", label=BAND)
+    ax.legend(fontsize=7)
+    bx.legend(fontsize=7)
     fig.suptitle(title or "grounding", fontsize=10)
     return _save(fig, path)

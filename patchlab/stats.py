@@ -1,0 +1,143 @@
+"""Hypothesis tests over clips: paired differences with a bootstrap CI and a sign-flip permutation p-value,
+accuracy against chance, multiple-comparison corrections, and a verdict that says `inconclusive` when n is
+too small for the test to reach its level.
+
+A verdict row: hypothesis, effect, ci_lo, ci_hi, p, p_corrected, n, verdict (supported / refuted / inconclusive).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.05
+
+
+@dataclass
+class Verdict:
+    """One tested hypothesis: the effect (in the hypothesis' direction, > 0 supports it), its CI, p, n."""
+
+    hypothesis: str
+    effect: float
+    ci_lo: float
+    ci_hi: float
+    p: float
+    n: int
+    test: str
+    p_corrected: float = float("nan")
+    verdict: str = "inconclusive"
+    note: str = ""
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+def min_p(n: int, alternative: str = "greater") -> float:
+    """The smallest p-value an exact sign-flip test over n clips can give (2^-n one-sided)."""
+    return (2.0 if alternative == "two-sided" else 1.0) / 2.0**n
+
+
+def bootstrap_mean_ci(d: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over clips (seeded)."""
+    d = np.asarray(d, dtype=float)
+    if d.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = rng.choice(d, size=(n_boot, d.size), replace=True).mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def sign_flip_p(d: np.ndarray, alternative: str = "greater", n_resamples: int = 9999, seed: int = 0) -> float:
+    """Permutation p-value of mean(d) under the null that each clip's difference is symmetric about 0 (exact
+    enumeration up to 2^16 sign patterns, seeded Monte Carlo beyond)."""
+    d = np.asarray(d, dtype=float)
+    if d.size == 0:
+        return float("nan")
+    res = stats.permutation_test(
+        (d, np.zeros_like(d)),
+        lambda x, y, axis: np.mean(x - y, axis=axis),
+        permutation_type="samples",
+        alternative=alternative,
+        n_resamples=n_resamples,
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.pvalue)
+
+
+def paired(
+    hypothesis: str,
+    x: Sequence[float],
+    y: Sequence[float] | None = None,
+    seed: int = 0,
+    n_boot: int = 2000,
+    level: float = 0.95,
+) -> Verdict:
+    """H: mean(x - y) > 0 over paired clips (y = 0 when omitted). Sign-flip p (one-sided), bootstrap CI."""
+    d = np.asarray(x, dtype=float) - (0.0 if y is None else np.asarray(y, dtype=float))
+    d = d[np.isfinite(d)]
+    lo, hi = bootstrap_mean_ci(d, n_boot, level, seed)
+    return Verdict(
+        hypothesis, float(d.mean()) if d.size else float("nan"), lo, hi, sign_flip_p(d, seed=seed), int(d.size),
+        "sign-flip permutation (one-sided), bootstrap CI of the mean",
+    )  # fmt: skip
+
+
+def above_chance(hypothesis: str, correct: Sequence[bool], chance: float, level: float = 0.95) -> Verdict:
+    """H: accuracy > chance. Exact binomial test (one-sided), Wilson CI of the accuracy; effect = accuracy - chance."""
+    k, n = int(np.sum(correct)), len(correct)
+    if n == 0:
+        return Verdict(hypothesis, float("nan"), float("nan"), float("nan"), float("nan"), 0, "binomial")
+    res = stats.binomtest(k, n, chance, alternative="greater")
+    ci = res.proportion_ci(confidence_level=level, method="wilson")
+    return Verdict(hypothesis, k / n - chance, float(ci.low) - chance, float(ci.high) - chance, float(res.pvalue), n,
+                   f"exact binomial vs chance {chance:.3f} (one-sided), Wilson CI")  # fmt: skip
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaNs stay NaN and do not count as tests)."""
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m, running = len(order), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def benjamini_hochberg(p: Sequence[float]) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (scipy's false_discovery_control), NaNs kept."""
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = stats.false_discovery_control(p[ok], method="bh")
+    return out
+
+
+def decide(verdicts: list[Verdict], alpha: float = LEVEL, correction: str = "holm", min_n: int = 8) -> list[Verdict]:
+    """Correct the p-values over the family and give each a verdict.
+
+    supported: corrected p <= alpha and the CI excludes 0 on the hypothesis' side; refuted: the CI lies wholly on
+    the other side of 0; inconclusive otherwise, and always where n < min_n or the exact test could not reach
+    alpha with this n (a verdict from a handful of clips is no verdict).
+    """
+    adjust = holm if correction == "holm" else benjamini_hochberg
+    corrected = adjust([v.p for v in verdicts])
+    for v, pc in zip(verdicts, corrected):
+        v.p_corrected = float(pc)
+        if v.n < min_n or min_p(v.n) > alpha:
+            v.verdict, v.note = "inconclusive", f"n = {v.n} clips is too few (at least {min_n})"
+        elif pc <= alpha and v.ci_lo > 0:
+            v.verdict = "supported"
+        elif v.ci_hi < 0:
+            v.verdict = "refuted"
+        else:
+            v.verdict = "inconclusive"
+    return verdicts

@@ -1,0 +1,81 @@
+"""The verdicts a run's report leads with: each claim its tables can test, with effect, CI, p, Holm-corrected p,
+n and `supported` / `refuted` / `inconclusive` (too few clips is always inconclusive)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .lens import critical_layer
+
+
+def lens_verdict(track: str, fmt: str, per: pd.DataFrame, n_labels: int) -> stats.Verdict:
+    """The answer is decodable (argmax over the label set is right) at the final position of the last layer."""
+    last = per[(per.position == "final") & (per.layer == per.layer.max())]
+    return stats.above_chance(
+        f"{track} [{fmt}]: the label is decodable above chance at the final position, last layer",
+        last["correct"].to_numpy() > 0.5,
+        1.0 / n_labels,
+    )
+
+
+def critical_layer_ci(
+    per: pd.DataFrame, n_labels: int, alpha: float, weight: str, n_boot: int = 500, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap CI (95%) over clips of the final position's critical layer."""
+    m = per[per.position == "final"].pivot_table(index="sample", columns="layer", values="correct").to_numpy()
+    rng = np.random.default_rng(seed)
+    boot = np.array(
+        [critical_layer(m[p].mean(0), n_labels, alpha, weight) for p in rng.integers(0, len(m), (n_boot, len(m)))]
+    )
+    boot = boot[np.isfinite(boot)]
+    if not boot.size:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def grounding_verdicts(track: str, per_sample: pd.DataFrame, seed: int) -> list[stats.Verdict]:
+    """Audio restores the answer at layer 0; by the last layer the final position carries more than the audio."""
+    first = per_sample[per_sample.layer == per_sample.layer.min()]
+    last = per_sample[per_sample.layer == per_sample.layer.max()]
+    return [
+        stats.paired(f"{track}: clean audio patched in at layer 0 restores the answer (Δ audio > 0)",
+                     first["delta_audio"], seed=seed),
+        stats.paired(f"{track}: at the last layer the final position carries the answer, not the audio "
+                     "(Δ final − Δ audio > 0)", last["delta_final"], last["delta_audio"], seed=seed),
+    ]  # fmt: skip
+
+
+def cue_verdict(track: str, cue: pd.DataFrame, seed: int) -> stats.Verdict:
+    """Listens: with a conflicting text cue, the answer follows the audio more often than the cue (paired by clip)."""
+    c = cue[cue.condition == "conflict"]
+    return stats.paired(
+        f"{track}: with a conflicting text cue the model follows the audio, not the cue",
+        c["follows_audio"].astype(float),
+        c["follows_cue"].astype(float),
+        seed=seed,
+    )
+
+
+def enrichment_verdict(track: str, rows: pd.DataFrame, choice: dict, held_out: list[str], seed: int) -> stats.Verdict:
+    """The enrichment chosen on the search clips raises accuracy on the held-out clips (paired by clip)."""
+    h = rows[rows["sample"].isin(held_out)]
+    pick = h[(h.early == choice["early"]) & (h.deep == choice["deep"]) & (h.c == str(choice["c"]))]
+    pick = pick.set_index("sample")
+    return stats.paired(
+        f"{track}: enrichment {choice['early']}→{choice['deep']} (c={choice['c']}), chosen on "
+        f"{choice['search_samples']} clips, raises held-out accuracy",
+        pick["correct"].astype(float),
+        pick["base_correct"].astype(float),
+        seed=seed,
+    )
+
+
+def table(verdicts: list[tuple[str, stats.Verdict]]) -> pd.DataFrame:
+    """Holm over the run's family of tests, then one tidy row per verdict (track first)."""
+    stats.decide([v for _, v in verdicts])
+    rows = [{"track": t, **v.as_row()} for t, v in verdicts]
+    cols = ["track", "hypothesis", "verdict", "effect", "ci_lo", "ci_hi", "p", "p_corrected", "n", "test", "note"]
+    return pd.DataFrame(rows, columns=cols)

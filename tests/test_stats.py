@@ -1,0 +1,42 @@
+"""Hypothesis tests: a known effect is found, null data keeps its false-positive rate, Holm matches a hand-worked
+example, and a handful of clips gives 'inconclusive'."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from patchlab import stats
+
+
+def test_a_true_effect_of_known_size_is_found_and_its_ci_covers_it():
+    rng = np.random.default_rng(0)
+    x = 0.4 + 0.3 * rng.standard_normal(40)
+    (v,) = stats.decide([stats.paired("audio restores", x)])
+    assert v.ci_lo <= 0.4 <= v.ci_hi and v.p < 1e-3 and v.verdict == "supported" and v.n == 40
+
+
+def test_the_false_positive_rate_on_null_data_is_within_the_level():
+    rng = np.random.default_rng(1)
+    hits = sum(stats.paired("null", rng.standard_normal(20), seed=i, n_boot=200).p <= 0.05 for i in range(300))
+    assert hits / 300 <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 300)  # within the level, up to 2 standard errors
+
+
+def test_holm_matches_a_hand_worked_example():
+    # sorted: 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> monotone 0.06)
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert np.isnan(stats.holm([0.01, float("nan")])[1])
+    assert stats.benjamini_hochberg([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+
+
+def test_a_few_clips_give_inconclusive_however_large_the_effect():
+    (v,) = stats.decide([stats.paired("tiny n", [1.0, 0.9, 1.1])])
+    assert v.verdict == "inconclusive" and "too few" in v.note
+
+
+def test_an_effect_the_other_way_is_refuted_and_chance_accuracy_is_not_supported():
+    rng = np.random.default_rng(2)
+    (v,) = stats.decide([stats.paired("audio restores", -0.5 + 0.1 * rng.standard_normal(30))])
+    assert v.verdict == "refuted"
+    acc = stats.above_chance("decodable", [True, False] * 20, chance=0.5)
+    assert stats.decide([acc])[0].verdict == "inconclusive" and acc.effect == pytest.approx(0.0)
