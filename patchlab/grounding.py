@@ -132,27 +132,30 @@ def grounding(
     return GroundingResult(per, per_layer, overall, metric, tol)
 
 
-def handover_layer(delta_audio: np.ndarray, delta_text: np.ndarray) -> float:
-    """From per-layer mean Deltas: the first layer from which Delta_text exceeds Delta_audio at every later layer
-    (the answer has moved from the audio to the text positions); NaN where audio still carries more at the last."""
+def handover_layer(delta_audio: np.ndarray, delta_text: np.ndarray, layers: np.ndarray | None = None) -> float:
+    """From per-layer mean Deltas (at `layers`, ascending; default 0, 1, ...): the first layer from which Delta_text
+    exceeds Delta_audio at every later layer (the answer has moved from the audio to the text positions); NaN where
+    audio still carries more at the last layer."""
     text_ahead = np.asarray(delta_text) > np.asarray(delta_audio)
+    layers = np.arange(text_ahead.size) if layers is None else np.asarray(layers)
     if not text_ahead[-1]:
         return float("nan")
     behind = np.flatnonzero(~text_ahead)
-    return float(behind[-1] + 1 if behind.size else 0)
+    return float(layers[behind[-1] + 1] if behind.size else layers[0])
 
 
 def handover(per_sample: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """The handover layer of the mean curves and its percentile bootstrap CI over clips (resampled)."""
-    a = per_sample.pivot_table(index="sample", columns="layer", values="delta_audio").to_numpy()
+    wide_a = per_sample.pivot_table(index="sample", columns="layer", values="delta_audio")
+    a, layers = wide_a.to_numpy(), wide_a.columns.to_numpy()
     t = per_sample.pivot_table(index="sample", columns="layer", values="delta_text").to_numpy()
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(a), size=(n_boot, len(a)))
-    boot = np.array([handover_layer(np.nanmean(a[p], 0), np.nanmean(t[p], 0)) for p in picks])
+    boot = np.array([handover_layer(np.nanmean(a[p], 0), np.nanmean(t[p], 0), layers) for p in picks])
     found = boot[np.isfinite(boot)]
     lo, hi = np.quantile(found, [(1 - level) / 2, (1 + level) / 2]) if found.size else (np.nan, np.nan)
     return {
-        "handover_layer": handover_layer(np.nanmean(a, 0), np.nanmean(t, 0)),
+        "handover_layer": handover_layer(np.nanmean(a, 0), np.nanmean(t, 0), layers),
         "handover_lo": float(lo),
         "handover_hi": float(hi),
         "handover_found_share": float(found.size / max(1, n_boot)),  # resamples in which a handover exists

@@ -37,13 +37,13 @@ def critical_layer_ci(
 
 
 def grounding_verdicts(track: str, per_sample: pd.DataFrame, seed: int) -> list[stats.Verdict]:
-    """Audio restores the answer at layer 0; by the last layer the final position carries more than the audio."""
-    first = per_sample[per_sample.layer == per_sample.layer.min()]
-    last = per_sample[per_sample.layer == per_sample.layer.max()]
+    """Audio restores the answer at the first patched layer; at the last the final position carries more."""
+    lo, hi = int(per_sample.layer.min()), int(per_sample.layer.max())
+    first, last = per_sample[per_sample.layer == lo], per_sample[per_sample.layer == hi]
     return [
-        stats.paired(f"{track}: clean audio patched in at layer 0 restores the answer (Δ audio > 0)",
+        stats.paired(f"{track}: clean audio patched in at layer {lo} restores the answer (Δ audio > 0)",
                      first["delta_audio"], seed=seed),
-        stats.paired(f"{track}: at the last layer the final position carries the answer, not the audio "
+        stats.paired(f"{track}: at layer {hi} the final position carries the answer, not the audio "
                      "(Δ final − Δ audio > 0)", last["delta_final"], last["delta_audio"], seed=seed),
     ]  # fmt: skip
 

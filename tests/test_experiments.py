@@ -59,6 +59,17 @@ def test_run_writes_tables_plots_and_a_self_contained_report(reference_run):
     html = (reference_run / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(list((reference_run / "plots").glob("*.png"))) >= 3
     assert "RANDOM-WEIGHT" in html and "src='plots/" not in html
+    # the report leads with verdicts, says what they rest on, and shows no NaN and no machine path
+    assert html.index("<h2>Verdicts</h2>") < html.index("<h2>What they rest on</h2>") < html.index("<h2>Figures</h2>")
+    assert "NaN" not in html and str(Path(summary["data"]).parent) not in html
+    verdicts = pd.read_csv(reference_run / "tables" / "verdicts.csv")
+    assert {"hypothesis", "verdict", "effect", "ci_lo", "ci_hi", "p", "p_corrected", "n"} <= set(verdicts.columns)
+    assert set(verdicts["verdict"]) == {"inconclusive"}  # 6 clips: too few for any verdict
+    assert summary["rests_on"]["Gender"]["n_clips"] == 6 and summary["rests_on"]["Gender"]["per_label"] == {
+        "female": 3,
+        "male": 3,
+    }
+    assert "inconclusive" in g["listen_vs_guess"]["verdict"] and g["listen_vs_guess"]["n_test"] == 6
 
 
 def test_same_config_and_seed_give_the_same_numbers(tiny_config, reference_run, tmp_path):

@@ -77,3 +77,4 @@ def test_handover_layer_is_where_text_overtakes_audio_for_good():
     ]
     h = handover(pd.DataFrame(rows), n_boot=200)
     assert h["handover_layer"] == 4 and h["handover_lo"] == h["handover_hi"] == 4 and h["handover_found_share"] == 1
+    assert handover_layer(audio, text, np.array([0, 5, 10, 15, 20, 25])) == 20  # patched at a subset of layers

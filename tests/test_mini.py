@@ -151,6 +151,7 @@ def test_built_checkpoint_is_rebuilt_when_the_projector_changes(tmp_path, monkey
     be built from."""
     from patchlab.mini import build as mini_build
 
+    monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path))  # a build in patchlab's own cache, from before stamps
     out, projector = tmp_path / "mini", tmp_path / "projector.safetensors"
     out.mkdir()
     (out / "model.safetensors").write_bytes(b"weights")

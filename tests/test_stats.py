@@ -40,3 +40,10 @@ def test_an_effect_the_other_way_is_refuted_and_chance_accuracy_is_not_supported
     assert v.verdict == "refuted"
     acc = stats.above_chance("decodable", [True, False] * 20, chance=0.5)
     assert stats.decide([acc])[0].verdict == "inconclusive" and acc.effect == pytest.approx(0.0)
+
+
+def test_one_clip_or_no_difference_gives_a_valid_p_not_an_error():
+    assert stats.sign_flip_p(np.array([0.3])) == 0.5  # the two sign patterns: only the observed one is as large
+    assert stats.sign_flip_p(np.zeros(5)) == 1.0
+    (v,) = stats.decide([stats.paired("one clip", [1.0], [0.0])])
+    assert v.n == 1 and v.verdict == "inconclusive"

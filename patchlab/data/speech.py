@@ -238,6 +238,11 @@ def espeak(text: str, voice: str, pitch: int, speed: int) -> np.ndarray:
         return _read(Path(f.name))
 
 
+def installed_festival_voices() -> set[str]:
+    """Festival voices on this machine (each a folder under Festival's voices/<language>/)."""
+    return {p.name for p in Path("/usr/share/festival/voices").glob("*/*") if p.is_dir()}
+
+
 def festival(text: str, voice: str, encoding: str) -> np.ndarray:
     """One utterance from a Festival voice (text2wave), at 16 kHz."""
     with tempfile.TemporaryDirectory() as d:
@@ -392,7 +397,14 @@ def speech_clips(per_language: int, rng: np.random.Generator) -> list[Clip]:
             labels = {"Language": language} | ({"Gender": gender} if i % 4 < 2 else {})
             clips.append(Clip(augment(audio, rng), labels, f"espeak-ng {voice}+{variant} p{pitch} s{speed}"))
     if shutil.which("text2wave"):
+        missing = sorted(set(FESTIVAL_VOICES) - installed_festival_voices())
+        if missing:
+            warnings.warn(
+                f"Festival voices not installed, left out: {missing} (see the Makefile's SYSDEPS)", stacklevel=2
+            )
         for voice, (gender, language, encoding) in FESTIVAL_VOICES.items():
+            if voice in missing:
+                continue
             texts = LANGUAGES[language][1] if language else FESTIVAL_TEXT[voice]
             for _ in range(max(3, per_language * 3 // 4)):
                 text = " ".join(rng.choice(texts, size=min(2, len(texts)), replace=False))

@@ -81,7 +81,8 @@ def build(out: Path | None = None, projector: Path | None = None, force: bool = 
     stamp = out / "projector.sha256"
     if (out / "model.safetensors").exists() and not force and stamp.exists() and stamp.read_text() == digest:
         return out
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not stamp.exists()):
+    ours = stamp.exists() or out.resolve().is_relative_to(cache_dir().resolve())  # a build, or patchlab's cache
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not ours):
         from ..errors import PatchlabError
 
         raise PatchlabError(

@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import PatchlabError
 from .base import Adapter, Prompt
@@ -17,12 +16,11 @@ class GraniteSpeechAdapter(Adapter):
     family = "granite_speech"
     model_class_name = "GraniteSpeechForConditionalGeneration"
     model_types = ("granite_speech",)
-    description = "Granite Speech: Conformer + windowed Q-Former; Granite LM with scaled residuals and logits"
+    description = "Granite Speech: Conformer + windowed Q-Former; Granite LM with scaled residuals"
+    # No logits_scale: GraniteSpeechForConditionalGeneration applies its own lm_head without dividing by the text
+    # config's logits_scaling (GraniteForCausalLM does divide); `patchlab check` caught the lens disagreeing.
     special_tokens = ("<|start_of_role|>", "<|end_of_role|>", "<|audio|>")
     tiny_eos = "<|end_of_text|>"
-
-    def logits_scale(self, model: nn.Module) -> float:
-        return 1.0 / float(getattr(model.config.text_config, "logits_scaling", 1.0) or 1.0)
 
     def chat_text(self, prompt: Prompt) -> str:
         return (

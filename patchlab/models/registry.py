@@ -13,13 +13,13 @@ from ..errors import PatchlabError
 from .audioflamingo3 import AudioFlamingo3Adapter
 from .base import Adapter, HookedLALM
 from .glm_asr import GlmAsrAdapter
-from .music_flamingo import MusicFlamingoAdapter
-from .qwen3_asr import Qwen3AsrAdapter
-from .qwen3_omni_moe import Qwen3OmniMoeAdapter
 from .granite_speech import GraniteSpeechAdapter
 from .mini import MiniAdapter
+from .music_flamingo import MusicFlamingoAdapter
 from .qwen2_5_omni import Qwen25OmniAdapter
 from .qwen2_audio import Qwen2AudioAdapter
+from .qwen3_asr import Qwen3AsrAdapter
+from .qwen3_omni_moe import Qwen3OmniMoeAdapter
 from .voxtral import VoxtralAdapter
 
 ADAPTERS: dict[str, Adapter] = {

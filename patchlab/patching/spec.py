@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import PatchlabError
@@ -62,6 +63,7 @@ def region_specs(
     regions: tuple[str, ...] = ("audio", "text", "final", "all"),
     site: str = "resid_pre",
     direction: str = "denoise",
+    layers: Sequence[int] | None = None,
 ) -> list[PatchSpec]:
-    """One spec per (layer, region): per-layer region curves."""
-    return [PatchSpec(la, site, r, direction) for la in range(n_layers) for r in regions]
+    """One spec per (layer, region): per-layer region curves (at every layer, or at `layers`)."""
+    return [PatchSpec(la, site, r, direction) for la in (layers or range(n_layers)) for r in regions]

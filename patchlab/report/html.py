@@ -174,6 +174,6 @@ def build_report(exp, summary: dict, figures: list[tuple[str, Path]], path: Path
         parts.append(
             f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
         )
-    shown = json_safe({**summary, "data": data_name})
+    shown = json_safe({**summary, "data": data_name, "model": Path(exp.model).name or exp.model})
     parts.append(f"<h2>Summary</h2><pre>{html.escape(json.dumps(shown, indent=1, default=str))}</pre></body></html>")
     return write_atomic(path, "\n".join(parts))
