@@ -144,7 +144,7 @@ def grounding_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "",
             label=f"handover layer {h:.0f} (CI {handover['handover_lo']:.0f}-{handover['handover_hi']:.0f})",
         )
     ax.plot([], [], " ", label=BAND)
-    ax.legend(fontsize=7)
-    bx.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    bx.legend(fontsize=7, loc="best", framealpha=0.8)
     fig.suptitle(title or "grounding", fontsize=10)
     return _save(fig, path)
