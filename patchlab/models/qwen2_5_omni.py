@@ -50,18 +50,23 @@ class Qwen25OmniAdapter(Adapter):
         below exactly as the processor uses them."""
         return self.whisper_parts(path)
 
+    feature_kwargs: dict = {"padding": "max_length"}  # how the processor's _process_audio calls the extractor
+
+    def audio_tokens(self, feature_mask: torch.Tensor) -> int:
+        """Audio placeholders for one clip, from its feature mask (transformers' own length formula)."""
+        from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
+
+        return int(_get_feat_extract_output_lengths(feature_mask.sum(-1))[0])
+
     def process(self, processor: Any, text: str, audio: np.ndarray, sampling_rate: int) -> dict[str, torch.Tensor]:
         if not isinstance(processor, SimpleNamespace):
             return super().process(processor, text, audio, sampling_rate)
-        from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
-
         feats = processor.feature_extractor(
-            audio, sampling_rate=sampling_rate, return_attention_mask=True, padding="max_length", return_tensors="pt"
+            audio, sampling_rate=sampling_rate, return_attention_mask=True, return_tensors="pt", **self.feature_kwargs
         )
         mask = feats.pop("attention_mask")
-        n = int(_get_feat_extract_output_lengths(mask.sum(-1))[0])
         tok = processor.tokenizer
-        ids = tok(text.replace(tok.audio_token, tok.audio_token * n), return_tensors="pt")
+        ids = tok(text.replace(tok.audio_token, tok.audio_token * self.audio_tokens(mask)), return_tensors="pt")
         return {**ids, "input_features": feats["input_features"], "feature_attention_mask": mask}
 
     def tiny(self, tokenizer: Any, out_dir: str) -> None:

@@ -7,17 +7,18 @@ routed to (what the residual stream receives), not one expert's output.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import torch
 
-from .base import Adapter, Prompt
+from .base import Prompt
+from .qwen2_5_omni import Qwen25OmniAdapter
 from .tiny import TINY_TEXT, TINY_WHISPER, mark_random
 
 
-class Qwen3OmniMoeAdapter(Adapter):
+class Qwen3OmniMoeAdapter(Qwen25OmniAdapter):
+    """Qwen2.5-Omni's audio path (processor parts without torchvision) with Qwen3-Omni's tokens and lengths."""
+
     family = "qwen3_omni_moe"
     model_class_name = "Qwen3OmniMoeThinkerForConditionalGeneration"
     model_types = ("qwen3_omni_moe_thinker", "qwen3_omni_moe")
@@ -44,25 +45,12 @@ class Qwen3OmniMoeAdapter(Adapter):
             f"<|im_start|>assistant\n{prompt.prefix}"
         )
 
-    def processor_parts(self, path: str) -> Any:
-        """Qwen3OmniMoeProcessor needs torchvision for its image and video parts; audio needs only these parts,
-        used below exactly as the processor's `_process_audio` uses them."""
-        return self.whisper_parts(path)
+    feature_kwargs = {"padding": True, "truncation": False}  # Qwen3OmniMoeProcessor.audio_kwargs
 
-    def process(self, processor: Any, text: str, audio: np.ndarray, sampling_rate: int) -> dict[str, torch.Tensor]:
-        if not isinstance(processor, SimpleNamespace):
-            return super().process(processor, text, audio, sampling_rate)
+    def audio_tokens(self, feature_mask: torch.Tensor) -> int:
         from transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe import _get_feat_extract_output_lengths
 
-        feats = processor.feature_extractor(
-            audio, sampling_rate=sampling_rate, padding=True, truncation=False, return_attention_mask=True,
-            return_tensors="pt",
-        )  # fmt: skip
-        mask = feats.pop("attention_mask")
-        n = int(_get_feat_extract_output_lengths(mask.sum(-1), 50)[0])
-        tok = processor.tokenizer
-        ids = tok(text.replace(tok.audio_token, tok.audio_token * n), return_tensors="pt")
-        return {**ids, "input_features": feats["input_features"], "feature_attention_mask": mask}
+        return int(_get_feat_extract_output_lengths(feature_mask.sum(-1), 50)[0])
 
     def tiny(self, tokenizer: Any, out_dir: str) -> None:
         from transformers import (
