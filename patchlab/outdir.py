@@ -21,7 +21,7 @@ def claim(out: str | Path, command: str) -> Path:
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise PatchlabError(f"output path {out} is a file, not a folder", "pass a folder (new or empty) as --out")
-    if out.is_dir() and not (out / MARKER).exists() and any(out.iterdir()):
+    if out.is_dir() and not (out / MARKER).exists() and any(out.iterdir()) and not _earlier_run(out):
         raise PatchlabError(
             f"output folder {out} holds files patchlab did not write (it has no {MARKER} marker)",
             "pass a new or empty folder as --out: patchlab never writes into, or deletes, a folder of yours",
@@ -40,6 +40,20 @@ def claim(out: str | Path, command: str) -> Path:
             "pass an --out in a folder you can write to",
         ) from e
     return out
+
+
+def _earlier_run(out: Path) -> bool:
+    """A run folder written by a patchlab from before the marker: run.json with its config, and only a run's entries."""
+    import json
+
+    from .runner import RUN_ENTRIES
+
+    try:
+        record = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    names = {p.name for p in out.iterdir()}
+    return isinstance(record, dict) and "config" in record and names <= RUN_ENTRIES | {"synthetic-data"}
 
 
 def clear_own(out: str | Path, entries: set[str], keep: set[str] = frozenset()) -> None:

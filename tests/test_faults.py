@@ -87,6 +87,19 @@ def test_demo_never_removes_a_folder_with_files_it_did_not_write(sakura, tmp_pat
     assert (old / "mine.csv").exists() and (old / "run.json").exists()
 
 
+def test_a_run_folder_of_an_earlier_patchlab_without_the_marker_is_still_ours(tmp_path):
+    from patchlab.outdir import MARKER, claim
+
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "run.json").write_text(json.dumps({"name": "demo", "config": {}}))
+    assert claim(tmp_path, "demo") == tmp_path and (tmp_path / MARKER).exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "run.json").write_text("{}")  # no config: not a run's record
+    with pytest.raises(PatchlabError, match="did not write"):
+        claim(other, "run")
+
+
 def test_mini_build_refuses_a_folder_that_is_not_its_build(tmp_path):
     from patchlab.mini.build import build
 
