@@ -74,6 +74,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     how = f"generic adapter (as {lalm.adapter.treated_as})" if getattr(lalm.adapter, "treated_as", "") else "adapter"
     tag = ", RANDOM WEIGHTS" if lalm.is_random else ""
     print(f"{args.model}: family {lalm.family} ({how}), {lalm.n_layers} layers, {lalm.dtype}{tag}")
+    found = getattr(lalm.adapter, "found", {})
+    if found:
+        print("generic adapter found: " + "; ".join(f"{k} = {v}" for k, v in found.items()))
     checks = run_checks(lalm, progress=lambda name: print(f"  checking: {name}", file=sys.stderr))
     print(table(checks))
     failed = [c.name for c in checks if not c.passed]
