@@ -119,13 +119,15 @@ def _headline(summary: dict) -> str:
 
 
 def _enrichment(track: str, e: dict) -> str:
-    c = "the mean of the two states" if str(e["c"]) == "mean" else f"c = {e['c']} times the earlier state"
+    if str(e["c"]) == "mean":
+        edit = f"layer {e['deep']}'s input is replaced by its mean with layer {e['early']}'s input"
+    else:
+        edit = f"{e['c']} times layer {e['early']}'s input is added to layer {e['deep']}'s input"
     return (
-        f"<p><b>{track}</b>, AudioLens' enrichment (training-free): at the final position, layer {e['deep']}'s input "
-        f"is replaced by {c} added to it (layer {e['early']}'s). The setting was chosen among a grid on "
-        f"{e['search_samples']} clips and tested on {e['heldout_samples']} others: held-out accuracy "
-        f"{_num(e['heldout_accuracy_base'], 2)} → {_num(e['heldout_accuracy_enriched'], 2)} (its test is among the "
-        "verdicts).</p>"
+        f"<p><b>{track}</b>, AudioLens' enrichment (training-free): at the final position, {edit}. The setting was "
+        f"chosen among a grid on {e['search_samples']} clips and tested on {e['heldout_samples']} others: held-out "
+        f"accuracy {_num(e['heldout_accuracy_base'], 2)} → {_num(e['heldout_accuracy_enriched'], 2)} (its test is "
+        "among the verdicts).</p>"
     )
 
 

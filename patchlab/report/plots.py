@@ -115,7 +115,7 @@ def region_curves(table: pd.DataFrame, value: str, path: str | Path, title: str 
 def grounding_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "", handover: dict | None = None) -> Path:
     """Delta_audio, Delta_text, Delta_final and the share S against layer, each with its bootstrap CI band, and
     the handover layer (where Delta_text overtakes Delta_audio for good) with its CI."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.8))
     for col, region in (("delta_audio", "audio"), ("delta_text", "text"), ("delta_final", "final")):
         color = REGION_COLORS[region]
         ax.plot(per_layer["layer"], per_layer[col], marker="o", ms=3, label=f"Δ {region}", color=color)
@@ -144,7 +144,7 @@ def grounding_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "",
             label=f"handover layer {h:.0f} (CI {handover['handover_lo']:.0f}-{handover['handover_hi']:.0f})",
         )
     ax.plot([], [], " ", label=BAND)
-    ax.legend(fontsize=7, loc="best", framealpha=0.8)
-    bx.legend(fontsize=7, loc="best", framealpha=0.8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+    bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.suptitle(title or "grounding", fontsize=10)
     return _save(fig, path)
