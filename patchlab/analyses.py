@@ -263,7 +263,8 @@ def merge(
         for (track, fmt), g in scores.groupby(["track", "format"], sort=False):
             n_labels = label_counts[track]  # the lens reads the track's label set
             crit = critical_layers(g, n_labels, alpha, weight)
-            final = g[g.position == "final"].sort_values("layer")["score"].to_numpy()
+            at_final = g[g.position == "final"].sort_values("layer")
+            final = at_final["score"].to_numpy()
             mine = per[(per.track == track) & (per.format == fmt)]
             acc = V.lens_verdict(track, fmt, mine, n_labels)
             tested.append((track, acc))
@@ -271,6 +272,8 @@ def merge(
             t = summary["tracks"].setdefault(track, {})
             t.setdefault("lens", {})[fmt] = {
                 "accuracy_last_layer": float(final[-1]),
+                "balanced_accuracy_last_layer": float(at_final["balanced_score"].iloc[-1]),
+                "one_label_wins_layers": [int(la) for la in at_final.loc[at_final["one_label_wins"], "layer"]],
                 "accuracy_lo": acc.ci_lo + 1.0 / n_labels,
                 "accuracy_hi": acc.ci_hi + 1.0 / n_labels,
                 "n_samples": int(mine["sample"].nunique()),

@@ -66,11 +66,31 @@ def critical_layer(scores: Sequence[float], n_labels: int, alpha: float = 0.2, w
     return float((np.arange(len(s)) * w).sum() / w.sum())
 
 
+ONE_LABEL = 0.9  # a (layer, position) where one label is the lens argmax for at least this share of clips is flagged
+
+
 def information_scores(per_sample: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
-    """I(l, i): the mean correctness over samples per (*by, layer, position), as a tidy `score` column."""
+    """I(l, i): the mean correctness over samples per (*by, layer, position), as a tidy `score` column (AudioLens).
+
+    Beside it, measures a label prior cannot fake: `balanced_score` (the mean over labels of each label's mean
+    correctness, chance = 1/|Y| whatever the label mix), `top_label_share` (the share of clips whose lens argmax is
+    the most frequent label, single positions only) and `one_label_wins` (that share >= 0.9 with two labels present).
+    """
     keys = [*by, "layer", "position"]
     scores = per_sample.groupby(keys, sort=False, as_index=False)["correct"].mean()
-    return scores.rename(columns={"correct": "score"})
+    scores = scores.rename(columns={"correct": "score"})
+    if "label" not in per_sample:
+        return scores
+    per_label = per_sample.groupby([*keys, "label"], sort=False)["correct"].mean()
+    balanced = per_label.groupby(level=list(range(len(keys))), sort=False).mean().rename("balanced_score")
+    preds = per_sample.dropna(subset=["pred"]) if "pred" in per_sample else per_sample.iloc[:0]
+    preds = preds[preds["pred"].astype(str) != ""]
+    top = preds.groupby(keys, sort=False)["pred"].agg(lambda p: p.value_counts(normalize=True).iloc[0])
+    scores = scores.join(balanced, on=keys).join(top.rename("top_label_share"), on=keys)
+    two_labels = per_sample.groupby(keys, sort=False)["label"].nunique().rename("n_labels_present")
+    scores = scores.join(two_labels, on=keys)
+    scores["one_label_wins"] = (scores["top_label_share"] >= ONE_LABEL) & (scores.pop("n_labels_present") >= 2)
+    return scores
 
 
 def critical_layers(scores: pd.DataFrame, n_labels: int, alpha: float = 0.2, weight: str = "excess") -> dict:
@@ -106,8 +126,11 @@ class LensResult:
         return score_matrix(self.scores)
 
     def summary(self) -> dict:
+        final = self.scores[self.scores.position == "final"].sort_values("layer")
         return {
             "accuracy": self.accuracy,
+            "balanced_accuracy": float(final["balanced_score"].iloc[-1]),
+            "one_label_wins_layers": [int(la) for la in final.loc[final["one_label_wins"], "layer"]],
             "critical_layer": self.critical_layers.get("final"),
             "critical_layers": self.critical_layers,
             "labels": list(self.labels.labels),
@@ -126,12 +149,17 @@ def sample_lens(lalm: HookedLALM, batch: Batch, labels: LabelSet, last_text: int
     logits = lens_logits(lalm, batch, labels.token_ids)[:, 0]  # (layers, positions, |Y|)
     check_finite_logits(logits, batch.meta[0].get("id", "?"), lalm.dtype)
     truth = labels.index(batch.meta[0]["label"])
-    correct = (logits.argmax(-1) == truth).float()
+    argmax = logits.argmax(-1)
+    correct = (argmax == truth).float()
     rows = []
     for name, pos in batch.regions[0].addresses(last_text, audio_bins):
         acc = correct[:, list(pos)].mean(1)
         for la in range(lalm.n_layers):
-            rows.append({"sample": batch.meta[0]["id"], "layer": la, "position": name, "correct": float(acc[la])})
+            pred = labels.labels[int(argmax[la, pos[0]])] if len(pos) == 1 else ""  # one prediction per position
+            rows.append(
+                {"sample": batch.meta[0]["id"], "layer": la, "position": name, "correct": float(acc[la]),
+                 "label": labels.labels[truth], "pred": pred}
+            )  # fmt: skip
     return rows
 
 

@@ -39,7 +39,9 @@ def test_critical_layer_matches_hand_worked_formula():
 def test_information_scores_are_accuracies(qwen, toy_data):
     samples = load_track(toy_data, "Gender")
     res = lens(qwen, samples, "direct", progress=False)
-    assert set(res.scores.columns) == {"layer", "position", "score"}
+    assert set(res.scores.columns) == {
+        "layer", "position", "score", "balanced_score", "top_label_share", "one_label_wins"
+    }  # fmt: skip
     assert res.scores["score"].between(0, 1).all()
     final = res.scores[(res.scores.position == "final") & (res.scores.layer == qwen.n_layers - 1)]["score"].item()
     assert final == pytest.approx(res.accuracy)
@@ -82,3 +84,31 @@ def test_lens_cli_on_sakura(tiny_dir, sakura, tmp_path, capsys):
     assert {"accuracy", "critical_layer", "labels"} <= set(summary) and summary["random_weights"] is True
     assert (out / "lens_heatmap.png").stat().st_size > 1000
     assert "layer,position,score" in (out / "information_scores.csv").read_text().splitlines()[0]
+
+
+def test_a_constant_label_lens_has_chance_balanced_accuracy_and_is_flagged():
+    """A lens that always says 'female' scores 0.8 accuracy on a 8:2 label mix; balanced accuracy says 0.5, flagged."""
+    import pandas as pd
+
+    from patchlab.lens import information_scores
+
+    labels = ["female"] * 8 + ["male"] * 2
+    rows = [
+        dict(sample=f"s{i}", layer=0, position="final", correct=float(la == "female"), label=la, pred="female")
+        for i, la in enumerate(labels)
+    ]
+    s = information_scores(pd.DataFrame(rows)).iloc[0]
+    assert s["score"] == pytest.approx(0.8) and s["balanced_score"] == pytest.approx(0.5)
+    assert s["top_label_share"] == 1.0 and bool(s["one_label_wins"])
+    # an informative lens on the same mix: balanced accuracy follows accuracy, no flag
+    honest = [dict(r, correct=1.0, pred=r["label"]) for r in rows]
+    h = information_scores(pd.DataFrame(honest)).iloc[0]
+    assert h["balanced_score"] == 1.0 and not bool(h["one_label_wins"])
+
+
+def test_lens_rows_carry_label_and_prediction(qwen, toy_data):
+    res = lens(qwen, load_track(toy_data, "Gender", 2), progress=False)
+    final = res.per_sample[res.per_sample.position == "final"]
+    assert set(final["label"]) == {"female", "male"} and set(final["pred"]) <= {"female", "male"}
+    assert {"balanced_score", "top_label_share", "one_label_wins"} <= set(res.scores.columns)
+    assert 0 <= res.summary()["balanced_accuracy"] <= 1

@@ -86,9 +86,18 @@ def _rests_on(summary: dict) -> str:
 
 _HEAD = [
     "track", "prompt", "n", "lens accuracy, final position, last layer [95% CI]",
+    "balanced accuracy (label prior removed)",
     "critical layer, final position [95% CI]", "chance τ", "handover layer [95% CI]",
     "Δ audio at layer 0 [CI]", "Δ final at the last layer [CI]",
 ]  # fmt: skip
+
+
+def _wins(layers: list | None) -> str:
+    """A warning where one label is the lens argmax for nearly every clip (the score then measures the label mix)."""
+    if not layers:
+        return ""
+    shown = ", ".join(map(str, layers[:8])) + (" ..." if len(layers) > 8 else "")
+    return f"<br><span class='warn'>one label wins at layers {shown}</span>"
 
 
 def _headline(summary: dict) -> str:
@@ -103,6 +112,7 @@ def _headline(summary: dict) -> str:
                 fmt,
                 lens.get("n_samples", g.get("n_samples", "—")),
                 _ci(lens.get("accuracy_last_layer", _NAN), lens.get("accuracy_lo"), lens.get("accuracy_hi")),
+                _num(lens.get("balanced_accuracy_last_layer", _NAN), 2) + _wins(lens.get("one_label_wins_layers")),
                 _ci(lens.get("critical_layer", _NAN), lens.get("critical_layer_lo"), lens.get("critical_layer_hi"), 1),
                 _num(lens.get("chance_threshold", _NAN), 2),
                 _ci(g.get("handover_layer", _NAN), g.get("handover_lo"), g.get("handover_hi"), 0),
