@@ -309,6 +309,8 @@ def tables_equal(a: pd.DataFrame, b: pd.DataFrame, tol: float = 1e-5) -> bool:
         if np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number):
             if not np.allclose(x, y, rtol=tol, atol=tol, equal_nan=True):
                 return False
-        elif not (pd.Series(x).astype(str) == pd.Series(y).astype(str)).all():
-            return False
+        else:  # text: equal, or missing in both (pandas' string dtype keeps NaN through astype(str))
+            xs, ys = pd.Series(x, dtype=object), pd.Series(y, dtype=object)
+            if not ((xs.astype(str) == ys.astype(str)) | (xs.isna() & ys.isna())).all():
+                return False
     return True

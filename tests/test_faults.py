@@ -463,3 +463,10 @@ def _apply(change: str, cfg: dict, data: Path, out: Path) -> bool:
 def test_property_reference_is_the_uninterrupted_run(prop_setup):
     _, _, ref = prop_setup
     assert ref["lens_per_sample"]["sample"].nunique() == 6 and ref["patching"]["sample"].nunique() == 6
+
+
+def test_tables_equal_treats_missing_text_in_both_tables_as_equal():
+    """pandas' string dtype keeps NaN through astype(str): a missing `pred` in both runs must still compare equal."""
+    a = pd.DataFrame({"pred": pd.array(["female", None], dtype="string"), "x": [1.0, float("nan")]})
+    b = pd.DataFrame({"pred": pd.array(["male", None], dtype="string"), "x": [1.0, float("nan")]})
+    assert tables_equal(a, a.copy(), tol=0) and not tables_equal(a, b, tol=0)
