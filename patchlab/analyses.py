@@ -213,7 +213,8 @@ def rests_on(exp: Experiment, tables: dict[str, pd.DataFrame]) -> dict:
             analysed.setdefault(track, set()).update(map(str, g["sample"]))
     out = {}
     for track in exp.tracks:
-        samples = [s for s in load_track(exp.data, track) if s.id in analysed.get(track, set())]
+        everything = load_track(exp.data, track)
+        samples = [s for s in everything if s.id in analysed.get(track, set())]
         per_label = pd.Series([s.label for s in samples], dtype=object).value_counts().sort_index()
         prompts = {}
         for fmt in dict.fromkeys([*exp.formats, exp.prompt]):
@@ -222,7 +223,7 @@ def rests_on(exp: Experiment, tables: dict[str, pd.DataFrame]) -> dict:
         out[track] = {
             "n_clips": len(samples),
             "per_label": {str(k): int(v) for k, v in per_label.items()},
-            "labels": sorted({s.label for s in load_track(exp.data, track)}),
+            "labels": sorted({s.label for s in everything}),
             "verbalized": {fmt: [verbalize(la, fmt) for la in sorted({s.label for s in samples})] for fmt in prompts},
             "prompts": prompts,
         }

@@ -16,13 +16,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .corrupt import CORRUPTIONS
+from .data.prompts import FORMATS
 from .errors import PatchlabError
+from .metrics import METRICS
+from .record import RECORD_SITES as SITES
 
 ANALYSES = ("lens", "patch", "ground", "enrich", "cue")
-FORMATS = ("direct", "qa", "mc")  # patchlab.data.prompts.FORMATS (a test keeps them equal)
-CORRUPTIONS = ("swap", "noise", "silence", "text")  # patchlab.corrupt.CORRUPTIONS
-SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")  # patchlab.record.RECORD_SITES
-METRICS = ("logit_diff", "logprob", "prob", "acc", "kl")  # patchlab.metrics.METRICS
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 

@@ -19,6 +19,7 @@ from .corrupt import Pair
 from .errors import PatchlabError
 from .models.base import HookedLALM
 from .patching import patch, region_specs
+from .stats import bootstrap_ci
 
 REGIONS = ("audio", "text", "final")
 
@@ -46,16 +47,6 @@ def ratio(d_audio: np.ndarray, d_text: np.ndarray, tol: float) -> tuple[np.ndarr
     flagged = np.abs(d_text) < tol
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(flagged, np.nan, d_audio / np.where(flagged, 1, d_text)), flagged
-
-
-def bootstrap_ci(values: np.ndarray, n_boot: int, level: float, rng: np.random.Generator) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean over samples (NaNs dropped)."""
-    v = values[~np.isnan(values)]
-    if v.size == 0:
-        return float("nan"), float("nan")
-    means = rng.choice(v, size=(n_boot, v.size), replace=True).mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
 
 
 def _summarize(frame: pd.DataFrame, tol: float, n_boot: int, level: float, rng: np.random.Generator) -> dict:

@@ -79,14 +79,14 @@ def information_scores(per_sample: pd.DataFrame, by: Sequence[str] = ()) -> pd.D
     keys = [*by, "layer", "position"]
     scores = per_sample.groupby(keys, sort=False, as_index=False)["correct"].mean()
     scores = scores.rename(columns={"correct": "score"})
-    if "label" not in per_sample:
+    if "label" not in per_sample:  # rows from before the lens recorded labels and predictions
         return scores
     per_label = per_sample.groupby([*keys, "label"], sort=False)["correct"].mean()
     balanced = per_label.groupby(level=list(range(len(keys))), sort=False).mean().rename("balanced_score")
-    preds = per_sample.dropna(subset=["pred"]) if "pred" in per_sample else per_sample.iloc[:0]
-    preds = preds[preds["pred"].astype(str) != ""]
+    scores = scores.join(balanced, on=keys)
+    preds = per_sample[per_sample["pred"].fillna("").astype(str) != ""]  # single positions ("" or NaN: a group)
     top = preds.groupby(keys, sort=False)["pred"].agg(lambda p: p.value_counts(normalize=True).iloc[0])
-    scores = scores.join(balanced, on=keys).join(top.rename("top_label_share"), on=keys)
+    scores = scores.join(top.rename("top_label_share"), on=keys)
     two_labels = per_sample.groupby(keys, sort=False)["label"].nunique().rename("n_labels_present")
     scores = scores.join(two_labels, on=keys)
     scores["one_label_wins"] = (scores["top_label_share"] >= ONE_LABEL) & (scores.pop("n_labels_present") >= 2)

@@ -11,6 +11,7 @@ The merged tables are the same whichever executor computed the shards.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -112,8 +113,9 @@ def compute_shard(config: dict, shard: Shard, out: str, run_id: str = "") -> str
     tmp.mkdir(parents=True)
     files = {}
     for name, table in tables.items():
-        table.to_csv(tmp / f"{name}.csv", index=False)
-        files[f"{name}.csv"] = _sha(tmp / f"{name}.csv")
+        text = table.to_csv(index=False)
+        (tmp / f"{name}.csv").write_text(text)
+        files[f"{name}.csv"] = hashlib.sha256(text.encode()).hexdigest()
     done = {"run": run_id, "shard": shard.name, "samples": list(shard.samples), "files": files}
     (tmp / "done").write_text(json.dumps(done, indent=1) + "\n")
     shutil.rmtree(final, ignore_errors=True)
@@ -122,8 +124,6 @@ def compute_shard(config: dict, shard: Shard, out: str, run_id: str = "") -> str
 
 
 def _sha(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -153,8 +153,6 @@ def check_shard(out: Path, shard: Shard, run_id: str) -> None:
 
 def model_fingerprint(model: str) -> str:
     """What identifies the weights: the committed projector's hash for patchlab-mini, else the checkpoint's files."""
-    import hashlib
-
     if model == "patchlab-mini":
         from .mini.build import PROJECTOR
 
@@ -178,8 +176,6 @@ def model_fingerprint(model: str) -> str:
 
 def code_fingerprint() -> str:
     """Hash of patchlab's own source files: results of other code are not mixed into a resumed run."""
-    import hashlib
-
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
     for f in sorted(here.rglob("*.py")) + [here / "demo.yaml"]:
@@ -201,8 +197,6 @@ def identity(exp: Experiment) -> dict:
 
 def _start(exp: Experiment, out: Path, resume: bool, small: bool) -> str:
     """Record the run's identity in run.json, or check a resumed run's against it; returns the run id."""
-    import hashlib
-
     meta = out / "run.json"
     ident = identity(exp)
     run_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]

@@ -40,15 +40,19 @@ def min_p(n: int, alternative: str = "greater") -> float:
     return (2.0 if alternative == "two-sided" else 1.0) / 2.0**n
 
 
-def bootstrap_mean_ci(d: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean over clips (seeded)."""
-    d = np.asarray(d, dtype=float)
-    if d.size == 0:
+def bootstrap_ci(values: np.ndarray, n_boot: int, level: float, rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over samples (NaNs dropped), drawing from `rng`."""
+    v = values[~np.isnan(values)]
+    if v.size == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = rng.choice(d, size=(n_boot, d.size), replace=True).mean(1)
+    means = rng.choice(v, size=(n_boot, v.size), replace=True).mean(1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def bootstrap_mean_ci(d: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over clips, from its own seeded stream."""
+    return bootstrap_ci(np.asarray(d, dtype=float), n_boot, level, np.random.default_rng(seed))
 
 
 def sign_flip_p(d: np.ndarray, alternative: str = "greater", n_resamples: int = 9999, seed: int = 0) -> float:

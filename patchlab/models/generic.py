@@ -70,16 +70,16 @@ class GenericAdapter(TemplateChat, Adapter):
         return module
 
     def lm_head(self, model: nn.Module) -> nn.Module:
-        head = getattr(model, "lm_head", None) or model.get_output_embeddings()
+        head, name = getattr(model, "lm_head", None), "lm_head"
+        if head is None:
+            head, name = model.get_output_embeddings(), "output embeddings"
         if head is None:
             raise PatchlabError(f"{self.model_class_name}: no output head (lm_head) found", GUIDE)
-        self.found["head"] = "lm_head" if getattr(model, "lm_head", None) is not None else "output embeddings"
+        self.found["head"] = name
         return head
 
     def text_config(self, model: nn.Module):
-        cfg = model.config
-        for key in ("text_config", "thinker_config"):
-            cfg = getattr(cfg, key, None) or cfg
+        cfg = getattr(model.config, "thinker_config", None) or model.config  # Omni-style configs nest the thinker
         return getattr(cfg, "text_config", None) or cfg
 
     def audio_token_id(self, model: nn.Module, processor: Any) -> int:
