@@ -112,7 +112,7 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
     pool = load_track(exp.data, shard.track)
     track_labels = sorted({s.label for s in pool})
     labels = label_set(lalm, track_labels, exp.prompt)
-    samples = load_track(exp.data, shard.track, exp.limit)[shard.start : shard.stop]
+    samples = load_track(exp.data, shard.track, exp.limit, exp.seed)[shard.start : shard.stop]
     samples, waves, pairs, skipped = usable(lalm, exp, samples, pool, labels)
     out: dict[str, pd.DataFrame] = {}
 

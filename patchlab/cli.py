@@ -34,7 +34,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prompt", default="direct", choices=["direct", "qa", "mc"], help="prompt format (default: %(default)s)"
     )
-    p.add_argument("--limit", type=positive_int, default=None, help="use N clips (N >= 1), balanced over labels")
+    p.add_argument(
+        "--limit", type=positive_int, default=None, help="use N clips (N >= 1): a stratified random sample (--seed)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the clip sample, donors, noise")
     p.add_argument("--out", required=True, help="output folder (new, empty, or one patchlab wrote)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: %(default)s)")
     p.add_argument(
@@ -94,13 +97,19 @@ def cmd_make_tiny(args: argparse.Namespace) -> None:
 def cmd_lens(args: argparse.Namespace) -> None:
     from .data import load_track, track_labels
     from .io import write_json, write_table
+    from .journal import Journal, identity
     from .lens import lens
     from .models import load
     from .outdir import claim
     from .report.plots import lens_heatmap
 
-    samples = load_track(args.data, args.track, args.limit)
+    samples = load_track(args.data, args.track, args.limit, args.seed)
     out = claim(args.out, "lens")
+    settings = ("track", "prompt", "limit", "seed", "dtype", "last_text", "audio_bins")
+    ident = identity({k: getattr(args, k) for k in settings}, args.data, [args.track], args.model)
+    journal = Journal(out, ident)
+    if journal.done:
+        print(f"resuming: {len(journal.done)} of {len(samples)} clips done in {out}")
     lalm = load(args.model, device=args.device, dtype=args.dtype)
     res = lens(
         lalm,
@@ -111,9 +120,11 @@ def cmd_lens(args: argparse.Namespace) -> None:
         audio_bins=args.audio_bins,
         alpha=args.alpha,
         weight=args.weight,
+        journal=journal,
     )
     write_table(out / "information_scores.csv", res.scores)
     write_table(out / "per_sample.csv", res.per_sample)
+    write_table(out / "per_clip.csv", res.clips)
     summary = {**res.summary(), "track": args.track, "data": str(args.data)}
     write_json(out / "summary.json", summary)
     tag = " (RANDOM WEIGHTS)" if lalm.is_random else ""
@@ -125,8 +136,9 @@ def cmd_lens(args: argparse.Namespace) -> None:
     )
     crit = summary["critical_layer"]
     print(
-        f"accuracy {res.accuracy:.3f}  critical layer (final position) "
-        f"{'none above chance' if crit != crit else f'{crit:.2f}'}  -> {out}"
+        f"accuracy {res.accuracy:.3f} (balanced {summary['balanced_accuracy']:.3f})  critical layer (final position) "
+        f"{'none above chance' if crit != crit else f'{crit:.2f}'}  clips never above chance "
+        f"{summary['clips_never_above_chance']} of {summary['n_samples']}  -> {out}"
     )
 
 
@@ -158,15 +170,26 @@ def cmd_mini(args: argparse.Namespace) -> None:
 
         print(f"patchlab-mini checkpoint -> {build(args.out, args.projector, force=True)}")
     elif args.mini_cmd == "eval":
-        from .mini.evaluate import accuracy_table, single_hop_accuracy
+        from .answer import accuracy_table, confusion, single_hop_accuracy
+        from .data import tracks
+        from .journal import Journal, identity
         from .models import load
 
+        names = args.track or tracks(args.data)
+        journal = None
         if args.out:
-            claim(args.out, "mini eval")
+            out = claim(args.out, "mini eval")
+            ident = identity({"tracks": names, "limit": args.limit, "seed": args.seed}, args.data, names, args.model)
+            journal = Journal(out, ident)
+            if journal.done:
+                print(f"resuming: {len(journal.done)} clips done in {out}")
         lalm = load(args.model, device=args.device)
-        per_clip = single_hop_accuracy(lalm, args.data, args.track, args.limit)
+        per_clip = single_hop_accuracy(lalm, args.data, names, args.limit, args.seed, journal)
         table = accuracy_table(per_clip)
         print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        for track in names:
+            print(f"\n{track}: confusion (rows: true label, columns: chosen option)")
+            print(confusion(per_clip, track).to_string())
         if args.out:
             write_table(Path(args.out) / "per_clip.csv", per_clip)
             write_json(Path(args.out) / "accuracy.json", table.set_index("track").to_dict(orient="index"))
@@ -297,7 +320,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=8, help="clips per step (default: %(default)s)")
     q.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
     q.add_argument("--seed", type=int, default=0, help="seed of batches and initialization (default: %(default)s)")
-    q.add_argument("--limit", type=positive_int, default=None, help="N clips per track, balanced over labels")
+    q.add_argument("--limit", type=positive_int, default=None, help="N clips per track: a stratified random sample")
     q.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     q = msub.add_parser("build", help="assemble the checkpoint directory from the parts and a projector")
     q.add_argument("--out", default=None, help="default ~/.cache/patchlab/patchlab-mini")
@@ -306,7 +329,10 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--data", required=True, help="SAKURA-format folder, e.g. ../shared/sakura")
     q.add_argument("--model", default="patchlab-mini", help="model to evaluate (default: %(default)s)")
     q.add_argument("--track", action="append", default=None, help="repeatable; default all tracks")
-    q.add_argument("--limit", type=positive_int, default=None, help="N clips per track, balanced over labels")
+    q.add_argument(
+        "--limit", type=positive_int, default=None, help="N clips per track: a stratified random sample (--seed)"
+    )
+    q.add_argument("--seed", type=int, default=0, help="seed of the clip sample (default: %(default)s)")
     q.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     q.add_argument("--out", default=None, help="also write per_clip.csv and accuracy.json to this folder")
     p.set_defaults(fn=cmd_mini)
@@ -346,7 +372,6 @@ def parser() -> argparse.ArgumentParser:
         choices=["denoise", "noise"],
         help="clean into corrupted (denoise: sufficiency) or corrupted into clean (noise: necessity)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of donors and noise (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=64, help="patches packed into one forward (memory bound)")
     p.add_argument("--method", default="patch", choices=["patch", "atp"], help="real patching or attribution (AtP)")
     p.add_argument("--verify-top", type=int, default=0, help="with --method atp: re-run the top K cells for real")

@@ -35,7 +35,7 @@ class Experiment:
     analyses: list[str] = field(default_factory=lambda: ["lens", "patch", "ground"])
     formats: list[str] = field(default_factory=lambda: ["mc"])  # logit-lens prompt formats
     prompt: str = "mc"  # prompt format of patching, grounding, enrichment and cue runs
-    limit: int | None = None  # N clips per track, balanced over labels
+    limit: int | None = None  # N clips per track: a stratified random sample (seed)
     seed: int = 0
     shard_size: int = 8
     device: str = "cpu"

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from .data import LabelSet, Sample, build_prompt, label_set, labels_of, load_audio
 from .errors import PatchlabError, nonfinite_fix
 from .hooks import hooked
+from .journal import Journal
 from .models.base import Batch, HookedLALM
 
 WEIGHTS = ("excess", "score")
@@ -73,8 +74,10 @@ def information_scores(per_sample: pd.DataFrame, by: Sequence[str] = ()) -> pd.D
     """I(l, i): the mean correctness over samples per (*by, layer, position), as a tidy `score` column (AudioLens).
 
     Beside it, measures a label prior cannot fake: `balanced_score` (the mean over labels of each label's mean
-    correctness, chance = 1/|Y| whatever the label mix), `top_label_share` (the share of clips whose lens argmax is
-    the most frequent label, single positions only) and `one_label_wins` (that share >= 0.9 with two labels present).
+    correctness, chance = 1/|Y| whatever the label mix), `rank_score` (the same balance of the true label's
+    normalized rank, (|Y| - rank) / (|Y| - 1): 1 always first, 0.5 for any fixed label order), `p_true` (mean
+    label-set probability of the truth), `top_label_share` (the share of clips whose lens argmax is the most
+    frequent label, single positions only) and `one_label_wins` (that share >= 0.9 with two labels present).
     """
     keys = [*by, "layer", "position"]
     scores = per_sample.groupby(keys, sort=False, as_index=False)["correct"].mean()
@@ -84,6 +87,13 @@ def information_scores(per_sample: pd.DataFrame, by: Sequence[str] = ()) -> pd.D
     per_label = per_sample.groupby([*keys, "label"], sort=False)["correct"].mean()
     balanced = per_label.groupby(level=list(range(len(keys))), sort=False).mean().rename("balanced_score")
     scores = scores.join(balanced, on=keys)
+    if "rank" in per_sample:
+        k = np.maximum(per_sample["n_labels"], 2)
+        norm = per_sample.assign(rank_score=(k - per_sample["rank"]) / (k - 1))
+        per_label = norm.groupby([*keys, "label"], sort=False)["rank_score"].mean()
+        rank = per_label.groupby(level=list(range(len(keys))), sort=False).mean().rename("rank_score")
+        p_true = per_sample.groupby(keys, sort=False)["p_true"].mean().rename("p_true")
+        scores = scores.join(rank, on=keys).join(p_true, on=keys)
     preds = per_sample[per_sample["pred"].fillna("").astype(str) != ""]  # single positions ("" or NaN: a group)
     top = preds.groupby(keys, sort=False)["pred"].agg(lambda p: p.value_counts(normalize=True).iloc[0])
     scores = scores.join(top.rename("top_label_share"), on=keys)
@@ -91,6 +101,38 @@ def information_scores(per_sample: pd.DataFrame, by: Sequence[str] = ()) -> pd.D
     scores = scores.join(two_labels, on=keys)
     scores["one_label_wins"] = (scores["top_label_share"] >= ONE_LABEL) & (scores.pop("n_labels_present") >= 2)
     return scores
+
+
+def clip_critical_layers(
+    per_sample: pd.DataFrame, n_labels: int, alpha: float = 0.2, weight: str = "excess", position: str = "final"
+) -> pd.DataFrame:
+    """Per clip at `position`: the critical layer of its own p(true) curve (NaN, and `never_above_chance`, where
+    p(true) never exceeds tau), the first layer above tau, its label and whether its last layer is right."""
+    at = per_sample[per_sample.position == position]
+    tau = chance_threshold(n_labels, alpha)
+    rows = []
+    for sample, g in at.groupby("sample", sort=False):
+        g = g.sort_values("layer")
+        curve = g["p_true"].to_numpy()
+        above = np.flatnonzero(curve > tau)
+        rows.append(
+            {"sample": sample, "label": g["label"].iloc[0], "correct": bool(g["correct"].iloc[-1] > 0.5),
+             "critical_layer": critical_layer(curve, n_labels, alpha, weight),
+             "first_layer_above_chance": float(g["layer"].iloc[above[0]]) if above.size else float("nan"),
+             "never_above_chance": not above.size}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def label_critical_layers(
+    per_sample: pd.DataFrame, n_labels: int, alpha: float = 0.2, weight: str = "excess", position: str = "final"
+) -> dict[str, float]:
+    """The critical layer of each label's own information-score curve (the clips of that label only)."""
+    at = per_sample[per_sample.position == position]
+    curves = at.groupby(["label", "layer"])["correct"].mean()
+    return {
+        str(la): critical_layer(c.sort_index().to_numpy(), n_labels, alpha, weight) for la, c in curves.groupby(level=0)
+    }
 
 
 def critical_layers(scores: pd.DataFrame, n_labels: int, alpha: float = 0.2, weight: str = "excess") -> dict:
@@ -120,6 +162,7 @@ class LensResult:
     alpha: float
     weight: str
     meta: dict = field(default_factory=dict)
+    clips: pd.DataFrame = field(default_factory=pd.DataFrame)  # per clip: critical layer of its p(true), ...
 
     def matrix(self) -> pd.DataFrame:
         """Scores as a layers x positions table (position columns in address order)."""
@@ -127,9 +170,15 @@ class LensResult:
 
     def summary(self) -> dict:
         final = self.scores[self.scores.position == "final"].sort_values("layer")
+        answered = self.per_sample.drop_duplicates("sample")
         return {
             "accuracy": self.accuracy,
+            "answer_accuracy": float(answered["answer_correct"].mean()) if "answer_correct" in answered else None,
             "balanced_accuracy": float(final["balanced_score"].iloc[-1]),
+            "rank_score": float(final["rank_score"].iloc[-1]),
+            "balanced_critical_layer": critical_layer(
+                final["balanced_score"].to_numpy(), len(self.labels.labels), self.alpha, self.weight
+            ),
             "one_label_wins_layers": [int(la) for la in final.loc[final["one_label_wins"], "layer"]],
             "critical_layer": self.critical_layers.get("final"),
             "critical_layers": self.critical_layers,
@@ -145,20 +194,31 @@ class LensResult:
 
 
 def sample_lens(lalm: HookedLALM, batch: Batch, labels: LabelSet, last_text: int, audio_bins: int) -> list[dict]:
-    """Correctness of argmax over the label set at each (layer, position group) for one prepared sample."""
-    logits = lens_logits(lalm, batch, labels.token_ids)[:, 0]  # (layers, positions, |Y|)
+    """What the lens sees for one prepared sample at each (layer, position group): correctness of the argmax over
+    the label set, p(true) and every label's probability over the set, the margin (true logit minus the best other)
+    and the true label's rank; means over a group's positions, the argmax only at single positions."""
+    logits = lens_logits(lalm, batch, labels.token_ids)[:, 0].double()  # (layers, positions, |Y|)
     check_finite_logits(logits, batch.meta[0].get("id", "?"), lalm.dtype)
     truth = labels.index(batch.meta[0]["label"])
     argmax = logits.argmax(-1)
-    correct = (argmax == truth).float()
+    correct = (argmax == truth).double()
+    probs = logits.softmax(-1)
+    others = logits.clone()
+    others[..., truth] = float("-inf")
+    margin = logits[..., truth] - others.max(-1).values
+    rank = 1.0 + (logits > logits[..., truth : truth + 1]).sum(-1).double()
     rows = []
     for name, pos in batch.regions[0].addresses(last_text, audio_bins):
-        acc = correct[:, list(pos)].mean(1)
+        pos = list(pos)
+        acc, p, mar, rk = (t[:, pos].mean(1) for t in (correct, probs[..., truth], margin, rank))
+        pl = probs[:, pos].mean(1)
         for la in range(lalm.n_layers):
             pred = labels.labels[int(argmax[la, pos[0]])] if len(pos) == 1 else ""  # one prediction per position
             rows.append(
                 {"sample": batch.meta[0]["id"], "layer": la, "position": name, "correct": float(acc[la]),
-                 "label": labels.labels[truth], "pred": pred}
+                 "label": labels.labels[truth], "pred": pred, "p_true": float(p[la]), "margin": float(mar[la]),
+                 "rank": float(rk[la]), "n_labels": len(labels.labels),
+                 **{f"p_{y}": float(pl[la, j]) for j, y in enumerate(labels.labels)}}
             )  # fmt: skip
     return rows
 
@@ -173,28 +233,52 @@ def lens(
     weight: str = "excess",
     labels: Sequence[str] | None = None,
     progress: bool = True,
+    answers: bool = True,
+    journal: Journal | None = None,
 ) -> LensResult:
-    """Run the logit lens over a dataset: information score I(l, i) = accuracy of argmax over the label set."""
+    """Run the logit lens over a dataset: information score I(l, i) = accuracy of argmax over the label set.
+
+    With `answers`, each clip's rows also carry the model's own answer to SAKURA's multiple-choice question
+    (`answer`, `answer_correct`); with a `journal`, each clip's rows are kept as it finishes (a rerun continues).
+    """
+    from .answer import option_choice
+
     if not samples:
         raise PatchlabError("no samples to run the lens on", "check --data/--track/--limit")
     ls = label_set(lalm, list(labels or labels_of(list(samples))), fmt)
     rows = []
     for s in tqdm(samples, desc="logit lens", disable=not progress, unit="clip"):
+        key = f"{s.track}/{s.id}"
+        if journal is not None and key in journal.done:
+            rows += journal.done[key]
+            continue
         wave = load_audio(s.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
         batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(s, fmt), id=s.id, label=s.label)
-        rows += sample_lens(lalm, batch, ls, last_text, audio_bins)
+        got = sample_lens(lalm, batch, ls, last_text, audio_bins)
+        if answers and s.options:
+            choice = option_choice(lalm, s)
+            for r in got:
+                r.update(answer=s.options[choice], answer_correct=choice == s.answer)
+        rows += got
+        if journal is not None:
+            journal.add(key, got)
     per = pd.DataFrame(rows)
     scores = information_scores(per)
     final = per[(per.position == "final") & (per.layer == lalm.n_layers - 1)]
-    crit = critical_layers(scores, len(ls.labels), alpha, weight)
+    n = len(ls.labels)
+    clips = clip_critical_layers(per, n, alpha, weight)
     return LensResult(
         scores,
         per,
         ls,
         float(final["correct"].mean()),
-        crit,
+        critical_layers(scores, n, alpha, weight),
         lalm.n_layers,
         alpha,
         weight,
-        {"format": fmt, "model": lalm.source, "random_weights": lalm.is_random},
-    )
+        {"format": fmt, "model": lalm.source, "random_weights": lalm.is_random,
+         "label_critical_layers": label_critical_layers(per, n, alpha, weight),
+         "clips_never_above_chance": int(clips["never_above_chance"].sum()),
+         "clip_critical_layer_median": float(clips["critical_layer"].median())},
+        clips,
+    )  # fmt: skip

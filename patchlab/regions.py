@@ -13,7 +13,11 @@ REGION_NAMES = ("audio", "text", "special", "final", "all")
 
 @dataclass(frozen=True)
 class Regions:
-    """Positions of one sample's token sequence, by region (all index lists are ascending)."""
+    """Positions of one sample's token sequence, by region (all index lists are ascending).
+
+    The regions do not overlap: `text` holds the prompt's text tokens *without* the final position, which is a
+    region of its own, so Δ_text and Δ_final measure different positions (AudioLens RQ4 asks which one reads audio).
+    """
 
     length: int
     audio: tuple[int, ...]
@@ -34,7 +38,9 @@ class Regions:
         ids = input_ids.tolist()
         audio = tuple(i for i, t in enumerate(ids) if t == audio_token_id)
         special = tuple(i for i, t in enumerate(ids) if t != audio_token_id and t in special_ids)
-        text = tuple(i for i, t in enumerate(ids) if t != audio_token_id and t not in special_ids)
+        last = len(ids) - 1
+        text = tuple(i for i, t in enumerate(ids) if t != audio_token_id and t not in special_ids and i != last)
+        special = tuple(i for i in special if i != last)
         return cls(length=len(ids), audio=audio, text=text, special=special)
 
     def positions(self, name: str) -> tuple[int, ...]:
@@ -46,10 +52,8 @@ class Regions:
     def addresses(self, last_text: int = 5, audio_bins: int = 10) -> list[tuple[str, tuple[int, ...]]]:
         """Named position groups for the lens: the final token, the last k text tokens, audio in relative bins."""
         out: list[tuple[str, tuple[int, ...]]] = [("final", self.final)]
-        text_before_final = [p for p in self.text if p != self.length - 1]
-        for k in range(1, last_text + 1):
-            if k <= len(text_before_final):
-                out.append((f"text-{k}", (text_before_final[-k],)))
+        for k in range(1, min(last_text, len(self.text)) + 1):
+            out.append((f"text-{k}", (self.text[-k],)))
         n = len(self.audio)
         for b in range(audio_bins if n else 0):
             lo, hi = (b * n) // audio_bins, ((b + 1) * n) // audio_bins

@@ -67,7 +67,7 @@ def plan(exp: Experiment) -> list[Shard]:
 
     shards = []
     for track in exp.tracks:
-        ids = [s.id for s in load_track(exp.data, track, exp.limit)]
+        ids = [s.id for s in load_track(exp.data, track, exp.limit, exp.seed)]
         for i, start in enumerate(range(0, len(ids), exp.shard_size)):
             stop = min(len(ids), start + exp.shard_size)
             shards.append(Shard(track, i, start, stop, tuple(ids[start:stop])))

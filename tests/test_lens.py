@@ -40,7 +40,7 @@ def test_information_scores_are_accuracies(qwen, toy_data):
     samples = load_track(toy_data, "Gender")
     res = lens(qwen, samples, "direct", progress=False)
     assert set(res.scores.columns) == {
-        "layer", "position", "score", "balanced_score", "top_label_share", "one_label_wins"
+        "layer", "position", "score", "balanced_score", "rank_score", "p_true", "top_label_share", "one_label_wins"
     }  # fmt: skip
     assert res.scores["score"].between(0, 1).all()
     final = res.scores[(res.scores.position == "final") & (res.scores.layer == qwen.n_layers - 1)]["score"].item()

@@ -194,7 +194,7 @@ def test_committed_projector_mini_hears_gender_and_language(sakura):
     clips, chance 25%); all clips: 80.0% and 82.4% (MODEL_CARD.md). A projector that ignored the audio would sit
     at chance; the thresholds leave room for a clip or two of CPU float drift.
     """
-    from patchlab.mini.evaluate import single_hop_accuracy
+    from patchlab.answer import single_hop_accuracy
 
     lalm = patchlab.load("patchlab-mini")
     assert not lalm.is_random and lalm.family == "patchlab_mini"

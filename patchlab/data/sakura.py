@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import PatchlabError
 
 COLUMNS = ("file", "attribute_label", "single_instruction", "single_answer")
@@ -41,10 +43,11 @@ def tracks(root: str | Path) -> list[str]:
     return sorted(p.parent.name for p in Path(root).glob("*/metadata.csv"))
 
 
-def balanced(rows: list[dict], limit: int | None) -> list[tuple[int, dict]]:
-    """(line number, row) of `limit` rows taken round-robin over labels (file order within a label), in file order.
+def stratified(rows: list[dict], limit: int | None, seed: int = 0) -> list[tuple[int, dict]]:
+    """(line number, row) of `limit` rows drawn at random (seeded) within each label, in the track's label mix.
 
-    SAKURA files are sorted by label, so the first N rows would often be one label only.
+    Each label gets its share of `limit` (largest remainder, at least one clip per label while `limit` allows), so a
+    limited run neither follows file order (SAKURA files are sorted by label) nor changes the label mix.
     """
     numbered = list(enumerate(rows, start=2))
     if not limit or limit >= len(rows):
@@ -52,16 +55,27 @@ def balanced(rows: list[dict], limit: int | None) -> list[tuple[int, dict]]:
     by_label: dict[str, list[tuple[int, dict]]] = {}
     for item in numbered:
         by_label.setdefault(item[1]["attribute_label"], []).append(item)
-    picked: list[tuple[int, dict]] = []
-    while len(picked) < limit:
-        for items in by_label.values():
-            if items and len(picked) < limit:
-                picked.append(items.pop(0))
+    labels = sorted(by_label)
+    exact = np.array([len(by_label[la]) for la in labels]) * limit / len(rows)
+    take = np.floor(exact).astype(int)
+    if limit >= len(labels):
+        take = np.maximum(take, 1)
+    for i in np.argsort(-(exact - np.floor(exact)), kind="stable"):
+        if take.sum() >= limit:
+            break
+        take[i] += 1
+    while take.sum() > limit:  # the at-least-one rule overshot: trim the largest shares
+        take[int(np.argmax(take))] -= 1
+    rng = np.random.default_rng(seed)
+    picked = []
+    for la, k in zip(labels, take):
+        items = by_label[la]
+        picked += [items[i] for i in rng.permutation(len(items))[:k]]
     return sorted(picked, key=lambda item: item[0])
 
 
-def load_track(root: str | Path, track: str, limit: int | None = None) -> list[Sample]:
-    """Read `root/track/metadata.csv` (`limit`: that many clips balanced over labels); answers must be options."""
+def load_track(root: str | Path, track: str, limit: int | None = None, seed: int = 0) -> list[Sample]:
+    """Read `root/track/metadata.csv` (`limit`: a seeded stratified sample); answers must be options."""
     root = Path(root)
     meta = root / track / "metadata.csv"
     if not meta.exists():
@@ -81,7 +95,7 @@ def load_track(root: str | Path, track: str, limit: int | None = None) -> list[S
     out = []
     audio_dir = root / track / "audio"
     top = root.resolve()
-    for n, row in balanced(rows, limit):
+    for n, row in stratified(rows, limit, seed):
         options = parse_options(row["single_instruction"])
         m = _ANSWER.match(row["single_answer"])
         answer = m.group(2).strip().rstrip(".") if m else row["single_answer"].strip()

@@ -16,7 +16,7 @@ from .spec import region_specs, sweep
 
 
 def run_patch_command(args: argparse.Namespace) -> None:
-    samples = load_track(args.data, args.track, args.limit)
+    samples = load_track(args.data, args.track, args.limit, args.seed)
     pool = load_track(args.data, args.track)
     out = claim(args.out, "patch")
     lalm = load(args.model, device=args.device, dtype=args.dtype)

@@ -58,3 +58,33 @@ def _torch_patch(lalm: HookedLALM, inputs: dict, site: str, layer: int, edit) ->
 
     with torch.no_grad(), hooked(lalm, edits={(site, layer): edit}):
         return lalm.model(**inputs, use_cache=False).logits
+
+
+def knockout_by_hand(lalm: HookedLALM, batch, spec) -> torch.Tensor:
+    """One knockout the plain way: the decoder's layers called one by one, each window layer given an attention
+    mask written out entry by entry (causal, blocked query -> key pairs at the dtype's minimum, the diagonal kept).
+    Final-position logits (vocab,): the independent path `knockout` is checked against."""
+    from ..hooks import layer_inputs
+
+    regions = batch.regions[0]
+    n = regions.length
+    queries, keys = (set(p) for p in spec.blocked(regions))
+    lo = torch.finfo(lalm.dtype).min
+    mask = torch.zeros(1, 1, n, n, dtype=lalm.dtype)
+    for i in range(n):
+        for j in range(n):
+            if j > i or (i in queries and j in keys and i != j):
+                mask[0, 0, i, j] = lo
+    kw: dict = {}
+    with layer_inputs(lalm, kw):  # the first layer's input (after any embedding multiplier) and arguments
+        h = record(lalm, batch, ["resid_pre"], [0], device=None)[("resid_pre", 0)]
+    window = spec.window(lalm.n_layers)
+    with torch.no_grad():
+        for la, layer in enumerate(lalm.layers):
+            args = {
+                **kw["kwargs"],
+                "attention_mask": mask.to(lalm.device) if la in window else kw["kwargs"]["attention_mask"],
+            }
+            out = layer(h, **args)
+            h = out[0] if isinstance(out, tuple) else out
+        return lalm.unembed(h[:, -1]).float()[0]
