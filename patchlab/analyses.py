@@ -14,7 +14,16 @@ from .enrich import enrichment_rows, grid, search, search_split
 from .errors import PatchlabError
 from .experiment import Experiment
 from .grounding import REGIONS, grounding
-from .lens import chance_threshold, critical_layers, information_scores, sample_lens, score_matrix
+from .lens import (
+    chance_threshold,
+    clip_critical_layers,
+    critical_layer,
+    critical_layers,
+    information_scores,
+    label_critical_layers,
+    sample_lens,
+    score_matrix,
+)
 from .models.base import HookedLALM, Prompt
 from .patching import patch, region_specs
 
@@ -153,10 +162,36 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
                 continue
             rows += [{"track": s.track, **r} for r in got]
         out["enrich"] = pd.DataFrame(rows)
+    if samples and "knockout" in exp.analyses:
+        out["knockout"] = _knockout_rows(lalm, exp, samples, prepared, labels, skipped)
     if paired and "cue" in exp.analyses:
         out["cue"], out["cue_patch"] = _cue_tables(lalm, exp, paired, waves, pool, labels, track_labels)
     out["skipped"] = pd.DataFrame(skipped, columns=SKIP_COLUMNS)
     return out
+
+
+def _knockout_rows(lalm, exp, samples, prepared, labels, skipped) -> pd.DataFrame:
+    """Attention knockouts (query region -> key region, from each chosen layer to the top) on each clean clip."""
+    from .patching.knockout import knockout, window_specs
+
+    k = exp.knockout
+    layers = k.get("layers")
+    bad = [la for la in layers or () if not 0 <= la < lalm.n_layers]
+    if bad:
+        raise PatchlabError(f"knockout.layers {bad} are outside 0..{lalm.n_layers - 1}", "list layers of the model")
+    pairs = [tuple(p) for p in k.get("pairs", (("final", "audio"), ("text", "audio"), ("final", "text")))]
+    specs = window_specs(lalm.n_layers, pairs, layers)
+    tables = []
+    for s in samples:
+        try:
+            t = knockout(lalm, [prepared(s, build_prompt(s, exp.prompt))], specs, labels.token_ids,
+                         [labels.index(s.label)], max_batch=k.get("max_batch", 64), progress=False)  # fmt: skip
+        except PatchlabError as e:
+            skipped.append(_skip_row(s.track, s.id, _shown(s), e, "knockout"))
+            continue
+        t.insert(0, "track", s.track)
+        tables.append(t)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def _cue_tables(lalm, exp, samples, waves, pool, labels, track_labels):
@@ -230,10 +265,38 @@ def rests_on(exp: Experiment, tables: dict[str, pd.DataFrame]) -> dict:
     return out
 
 
+def _findings(exp, tables, ground_rows, label_counts, out, figures, summary) -> list:
+    """AudioLens' RQ1-RQ4 tested per (track, format) cell and track; RQ2 curves written and drawn."""
+    from . import findings as F
+    from .io import write_table
+    from .report import plots
+
+    per, knock = tables["lens"], tables.get("knockout")
+    alpha, weight, seed = exp.lens.get("alpha", 0.2), exp.lens.get("weight", "excess"), exp.seed
+    tested, cells = [], []
+    for (track, fmt), mine in per.groupby(["track", "format"], sort=False):
+        cell, n_labels = f"{track} [{fmt}]", label_counts[track]
+        tested += [(track, v) for v in F.rq1(cell, mine, seed) + F.rq2(cell, mine, seed)]
+        tested.append((track, F.rq3_clips(cell, mine, n_labels, alpha, weight, seed)))
+        cells.append(F.cell_row(track, fmt, mine, n_labels, alpha, weight))
+        curves = F.rq2_curves(mine, seed)
+        write_table(out / "tables" / f"answer_curves_{track}_{fmt}.csv", curves)
+        path = plots.answer_curves(curves, out / "plots" / f"answer_curves_{track}_{fmt}.png",
+                                   f"{cell}: p(true) by the model's answer and label")  # fmt: skip
+        figures.append((f"RQ2, successes and failures: {cell}", path))
+    tested.append(("all", F.rq3_cells(pd.DataFrame(cells), seed)))
+    for track in exp.tracks:
+        k = knock[knock.track == track] if knock is not None and len(knock) else None
+        tested += [(track, v) for v in F.rq4(track, k, ground_rows.get(track), seed)]
+    summary["findings"] = {"cells": cells}
+    return tested
+
+
 def merge(
     exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, small: bool = False, random_weights: bool = False
 ) -> dict:
     """Merged tables, plots, verdicts, summary.json and report.html from all shards' rows."""
+    from . import findings as F
     from . import verdicts as V
     from .io import write_json, write_table
     from .report import build_report, plots
@@ -252,6 +315,7 @@ def merge(
     }
     tested: list = []
     figures: list[tuple[str, Path]] = []
+    ground_rows: dict[str, pd.DataFrame] = {}
     n_layers = None
     if "lens" in tables:
         per = tables["lens"]
@@ -270,6 +334,8 @@ def merge(
             acc = V.lens_verdict(track, fmt, mine, n_labels)
             tested.append((track, acc))
             crit_lo, crit_hi = V.critical_layer_ci(mine, n_labels, alpha, weight, seed=exp.seed)
+            balanced = at_final["balanced_score"].to_numpy()
+            clips = clip_critical_layers(mine, n_labels, alpha, weight)
             t = summary["tracks"].setdefault(track, {})
             t.setdefault("lens", {})[fmt] = {
                 "accuracy_last_layer": float(final[-1]),
@@ -285,6 +351,13 @@ def merge(
                 "n_labels": n_labels,
                 "max_score": float(final.max()),
                 "critical_layers": crit,
+                "rank_score_last_layer": float(at_final["rank_score"].iloc[-1]),
+                "balanced_critical_layer": critical_layer(balanced, n_labels, alpha, weight),
+                "label_critical_layers": label_critical_layers(mine, n_labels, alpha, weight),
+                "clips_never_above_chance": int(clips["never_above_chance"].sum()),
+                "answer_accuracy": float(mine.drop_duplicates("sample")["answer_correct"].mean())
+                if "answer_correct" in mine
+                else None,
             }
             path = plots.lens_heatmap(
                 score_matrix(g),
@@ -314,6 +387,7 @@ def merge(
                 per_layer.insert(0, "track", track)
                 write_table(out / "tables" / f"grounding_{track}.csv", per_layer)
                 s["grounding"] = res.overall
+                ground_rows[track] = res.per_sample
                 tested += [(track, v) for v in V.grounding_verdicts(track, res.per_sample, exp.seed)]
                 path = plots.grounding_curves(
                     per_layer,
@@ -332,6 +406,19 @@ def merge(
             tested.append(
                 (track, V.enrichment_verdict(track, g, choice, search_split(g, split, exp.seed)[1], exp.seed))
             )
+    if "knockout" in tables and len(tables["knockout"]):
+        knock = tables["knockout"]
+        write_table(out / "tables" / "knockout.csv", knock)
+        for track, g in knock.groupby("track", sort=False):
+            curves = F.knockout_curves(g, exp.seed)
+            curves.insert(0, "track", track)
+            write_table(out / "tables" / f"knockout_curves_{track}.csv", curves)
+            summary["tracks"].setdefault(track, {})["knockout"] = curves.to_dict(orient="records")
+            path = plots.knockout_curves(curves, out / "plots" / f"knockout_{track}.png",
+                                         f"{track}: attention knockout over {g['sample'].nunique()} clips")  # fmt: skip
+            figures.append((f"Attention knockout: {track}", path))
+    if "findings" in exp.analyses and "lens" in tables:
+        tested += _findings(exp, tables, ground_rows, label_counts, out, figures, summary)
     if "cue" in tables:
         write_table(out / "tables" / "cue.csv", tables["cue"])
         write_table(out / "tables" / "cue_patching.csv", tables["cue_patch"])

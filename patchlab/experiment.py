@@ -21,8 +21,9 @@ from .data.prompts import FORMATS
 from .errors import PatchlabError
 from .metrics import METRICS
 from .record import RECORD_SITES as SITES
+from .regions import REGION_NAMES
 
-ANALYSES = ("lens", "patch", "ground", "enrich", "cue")
+ANALYSES = ("lens", "patch", "ground", "enrich", "cue", "knockout", "findings")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
@@ -46,6 +47,7 @@ class Experiment:
     ground: dict = field(default_factory=dict)  # metric, tol, n_boot, level
     enrich: dict = field(default_factory=dict)  # split, coefficients, step
     cue: dict = field(default_factory=dict)  # corruption
+    knockout: dict = field(default_factory=dict)  # pairs, layers, max_batch
     small: dict = field(default_factory=dict)  # overrides for the CI size
     description: str = ""
 
@@ -98,6 +100,14 @@ class _Cue(_Section):
     corruption: Literal[CORRUPTIONS] = "swap"  # type: ignore[valid-type]
 
 
+class _Knockout(_Section):
+    pairs: list[tuple[Literal[REGION_NAMES], Literal[REGION_NAMES]]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: [("final", "audio"), ("text", "audio"), ("final", "text")], min_length=1
+    )  # (query, key) regions: block query -> key attention
+    layers: list[int] | None = Field(None, min_length=1)  # block from each of these layers to the top (default: all)
+    max_batch: int = Field(64, ge=1)
+
+
 class _Config(_Section):
     name: str = Field(min_length=1)
     model: str = Field("patchlab-mini", min_length=1)
@@ -117,6 +127,7 @@ class _Config(_Section):
     ground: _Ground = Field(default_factory=_Ground)
     enrich: _Enrich = Field(default_factory=_Enrich)
     cue: _Cue = Field(default_factory=_Cue)
+    knockout: _Knockout = Field(default_factory=_Knockout)
     small: dict = Field(default_factory=dict)
     description: str = ""
 

@@ -108,6 +108,73 @@ def above_chance(hypothesis: str, correct: Sequence[bool], chance: float, level:
                    f"exact binomial vs chance {chance:.3f} (one-sided), Wilson CI")  # fmt: skip
 
 
+def two_sample(
+    hypothesis: str,
+    x: Sequence[float],
+    y: Sequence[float],
+    strata_x: Sequence | None = None,
+    strata_y: Sequence | None = None,
+    seed: int = 0,
+    n_resamples: int = 9999,
+    n_boot: int = 2000,
+    level: float = 0.95,
+) -> Verdict:
+    """H: x is larger than y (independent clips), within strata (e.g. label): effect = the clip-weighted mean over
+    strata of mean(x) - mean(y); p from permuting group membership within each stratum (one-sided, seeded Monte
+    Carlo), CI from a bootstrap within each stratum and group. Strata holding only one group do not count."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    sx = np.zeros(len(x), int) if strata_x is None else np.asarray(strata_x)
+    sy = np.zeros(len(y), int) if strata_y is None else np.asarray(strata_y)
+    keep_x, keep_y = np.isfinite(x), np.isfinite(y)
+    x, sx, y, sy = x[keep_x], sx[keep_x], y[keep_y], sy[keep_y]
+    both = sorted(set(sx.tolist()) & set(sy.tolist()))
+    groups = [(x[sx == s], y[sy == s]) for s in both]
+    n = sum(len(a) + len(b) for a, b in groups)
+    test = "stratified permutation (one-sided), stratified bootstrap CI"
+    if not groups:
+        return Verdict(hypothesis, float("nan"), float("nan"), float("nan"), float("nan"), 0, test,
+                       note="no stratum holds clips of both groups")  # fmt: skip
+    weights = np.array([len(a) + len(b) for a, b in groups], dtype=float) / n
+
+    def effect(gs) -> float:
+        return float(sum(w * (a.mean() - b.mean()) for w, (a, b) in zip(weights, gs)))
+
+    observed = effect(groups)
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(n_resamples):
+        perm = []
+        for a, b in groups:
+            both_ = rng.permutation(np.concatenate([a, b]))
+            perm.append((both_[: len(a)], both_[len(a) :]))
+        hits += effect(perm) >= observed - 1e-12
+    boots = [effect([(rng.choice(a, len(a)), rng.choice(b, len(b))) for a, b in groups]) for _ in range(n_boot)]
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return Verdict(hypothesis, observed, float(lo), float(hi), (hits + 1) / (n_resamples + 1), n, test)
+
+
+def rank_correlation(
+    hypothesis: str, x: Sequence[float], y: Sequence[float], seed: int = 0, n_boot: int = 2000, level: float = 0.95
+) -> Verdict:
+    """H: x and y rise together (Spearman's rho > 0; scipy's p, one-sided), bootstrap CI of rho over the pairs."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    test = "Spearman rank correlation (one-sided), bootstrap CI"
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return Verdict(hypothesis, float("nan"), float("nan"), float("nan"), float("nan"), int(len(x)), test,
+                       note="too few distinct values for a rank correlation")  # fmt: skip
+    res = stats.spearmanr(x, y, alternative="greater")
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(x), len(x))
+        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
+            boots.append(stats.spearmanr(x[i], y[i]).statistic)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]) if boots else (float("nan"), float("nan"))
+    return Verdict(hypothesis, float(res.statistic), float(lo), float(hi), float(res.pvalue), int(len(x)), test)
+
+
 def holm(p: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values (NaNs stay NaN and do not count as tests)."""
     p = np.asarray(p, dtype=float)
@@ -143,7 +210,8 @@ def decide(verdicts: list[Verdict], alpha: float = LEVEL, correction: str = "hol
     for v, pc in zip(verdicts, corrected):
         v.p_corrected = float(pc)
         if v.n < min_n or min_p(v.n) > alpha:
-            v.verdict, v.note = "inconclusive", f"n = {v.n} clips is too few (at least {min_n})"
+            few = f"n = {v.n} clips is too few (at least {min_n})"
+            v.verdict, v.note = "inconclusive", f"{few}; {v.note}" if v.note else few
         elif pc <= alpha and v.ci_lo > 0:
             v.verdict = "supported"
         elif v.ci_hi < 0:

@@ -62,7 +62,7 @@ def cue_verdict(track: str, cue: pd.DataFrame, seed: int) -> stats.Verdict:
 def enrichment_verdict(track: str, rows: pd.DataFrame, choice: dict, held_out: list[str], seed: int) -> stats.Verdict:
     """The enrichment chosen on the search clips raises accuracy on the held-out clips (paired by clip)."""
     h = rows[rows["sample"].isin(held_out)]
-    pick = h[(h.early == choice["early"]) & (h.deep == choice["deep"]) & (h.c == str(choice["c"]))]
+    pick = h[(h.early == choice["early"]) & (h.deep == choice["deep"]) & (h.c.astype(str) == str(choice["c"]))]
     pick = pick.set_index("sample")
     return stats.paired(
         f"{track}: enrichment {choice['early']}→{choice['deep']} (c={choice['c']}), chosen on "

@@ -161,6 +161,13 @@ def test_experiment_config_at_ci_size_matches_its_reference(config, sakura, tmp_
     reference = json.loads(ref_file.read_text())
     moved = [k for k, a, b in _numbers(reference["tracks"], summary["tracks"]) if not _close(a, b)]
     assert not moved, f"{config.name}: numbers moved from {ref_file.name}: {moved[:10]}"
+    verdicts = {v["hypothesis"]: v for v in summary["verdicts"]}
+    for v in reference["verdicts"]:  # the product: every verdict, its effect, CI, p and n
+        got = verdicts.get(v["hypothesis"])
+        assert got is not None, f"{config.name}: verdict {v['hypothesis']!r} is gone"
+        assert got["verdict"] == v["verdict"] and got["n"] == v["n"], v["hypothesis"]
+        moved = [k for k, a, b in _numbers(v, got) if k != "n" and not _close(a, b)]
+        assert not moved, f"{config.name}: {v['hypothesis']!r} moved: {moved}"
 
 
 def _numbers(ref, got, prefix=""):

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import PatchlabError
 from ..regions import Regions
+from .memo import EncoderMemo
 
 
 @dataclass
@@ -124,6 +125,14 @@ class Adapter:
     def text_config(self, model: nn.Module):
         return model.config.text_config
 
+    def audio_encoder(self, model: nn.Module) -> nn.Module | None:
+        """The audio encoder (the shallowest module named `audio_tower`, else `encoder`); None if there is none."""
+        for suffix in ("audio_tower", "encoder"):
+            found = [(n.count("."), n, m) for n, m in model.named_modules() if n.split(".")[-1] == suffix]
+            if found:
+                return min(found, key=lambda f: f[:2])[2]
+        return None
+
     def residual_multiplier(self, model: nn.Module) -> float:
         return float(getattr(self.text_config(model), "residual_multiplier", 1.0) or 1.0)
 
@@ -205,6 +214,8 @@ class HookedLALM:
         tc = adapter.text_config(model)
         self.n_heads = int(tc.num_attention_heads)
         self.d_head = int(getattr(tc, "head_dim", None) or self.d_model // self.n_heads)
+        encoder = adapter.audio_encoder(model)
+        self.encoder_memo = EncoderMemo(encoder) if encoder is not None else None
 
     @property
     def family(self) -> str:

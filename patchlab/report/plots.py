@@ -148,3 +148,40 @@ def grounding_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "",
     bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.suptitle(title or "grounding", fontsize=10)
     return _save(fig, path)
+
+
+KNOCKOUT_COLORS = {"final->audio": "#2ca02c", "text->audio": "#ff7f0e", "final->text": "#9467bd"}
+
+
+def knockout_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Per knockout: the change of the answer's logit difference when attention is blocked from layer l to the
+    top, against l, with its bootstrap CI band (0: the block changes nothing)."""
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for k, g in curves.groupby("knockout", sort=False):
+        color = KNOCKOUT_COLORS.get(str(k))
+        ax.plot(g["start"], g["logit_diff_change"], marker="o", ms=3, label=f"block {k}", color=color)
+        ax.fill_between(g["start"], g["lo"], g["hi"], alpha=0.15, color=color)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("attention blocked from this layer to the last")
+    ax.set_ylabel("change of the answer's logit difference\n(knocked out − clean)")
+    ax.plot([], [], " ", label=f"{BAND} (n={int(curves['n'].max())})")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def answer_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """p(true) at the final position against layer, one line per (answer right or wrong, label), with CI bands."""
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for (answer, label), g in curves.groupby(["answer", "label"], sort=True):
+        ls = "-" if answer == "success" else "--"
+        line = ax.plot(
+            g["layer"], g["p_true"], ls=ls, marker="o", ms=2, label=f"{answer}, {label} (n={g['n'].iloc[0]})"
+        )
+        ax.fill_between(g["layer"], g["lo"], g["hi"], alpha=0.12, color=line[0].get_color())
+    ax.set_xlabel("layer")
+    ax.set_ylabel("p(true label) over the label set\nat the final position")
+    ax.plot([], [], " ", label=BAND)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
