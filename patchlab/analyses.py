@@ -162,6 +162,14 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
                 continue
             rows += [{"track": s.track, **r} for r in got]
         out["enrich"] = pd.DataFrame(rows)
+    if samples and "probe" in exp.analyses:
+        from .probe import probe_clips
+
+        clips = [(s.id, s.label, prepared(s, build_prompt(s, exp.prompt)), len(waves[s.id]) / lalm.sampling_rate)
+                 for s in samples]  # fmt: skip
+        t = probe_clips(lalm, clips)
+        t.insert(0, "track", shard.track)
+        out["probe"] = t
     if samples and "knockout" in exp.analyses:
         out["knockout"] = _knockout_rows(lalm, exp, samples, prepared, labels, skipped)
     if paired and "cue" in exp.analyses:
@@ -292,6 +300,37 @@ def _findings(exp, tables, ground_rows, label_counts, out, figures, summary) -> 
     return tested
 
 
+def _probe(exp, tables, out, figures, summary) -> list:
+    """Encoder probes per track: out-of-fold balanced accuracy per encoder layer, drawn beside the decoder's lens."""
+    from . import stats
+    from .io import write_table
+    from .probe import probe_scores
+    from .report import plots
+
+    tested = []
+    for track, g in tables["probe"].groupby("track", sort=False):
+        table, info = probe_scores(g.drop(columns="track"), seed=exp.seed)
+        right = info.pop("last_layer_correct")
+        write_table(out / "tables" / f"encoder_probe_{track}.csv", table)
+        t = summary["tracks"].setdefault(track, {})
+        t["encoder_probe"] = {**info, "balanced_accuracy": table["balanced_accuracy"].tolist()}
+        prior = g.drop_duplicates("sample")["label"].value_counts(normalize=True).max()
+        last = int(table["encoder_layer"].max())
+        tested.append((track, stats.above_chance(
+            f"{track}: the attribute is linearly decodable from the audio encoder's last layer (layer {last}; "
+            "out-of-fold probe, against the majority-label share)", list(right.values()), float(prior),
+        )))  # fmt: skip
+        lens = tables.get("lens")
+        decoder = None
+        if lens is not None and len(lens):
+            mine = lens[(lens.track == track) & (lens.format == exp.prompt) & (lens.position == "final")]
+            decoder = information_scores(mine).sort_values("layer") if len(mine) else None
+        title = f"{track}: from the first encoder layer to the last decoder layer"
+        path = plots.encoder_decoder(table, decoder, out / "plots" / f"encoder_probe_{track}.png", title, info)
+        figures.append((f"Encoder probe and decoder lens: {track}", path))
+    return tested
+
+
 def merge(
     exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, small: bool = False, random_weights: bool = False
 ) -> dict:
@@ -417,6 +456,8 @@ def merge(
             path = plots.knockout_curves(curves, out / "plots" / f"knockout_{track}.png",
                                          f"{track}: attention knockout over {g['sample'].nunique()} clips")  # fmt: skip
             figures.append((f"Attention knockout: {track}", path))
+    if "probe" in tables and len(tables["probe"]):
+        tested += _probe(exp, tables, out, figures, summary)
     if "findings" in exp.analyses and "lens" in tables:
         tested += _findings(exp, tables, ground_rows, label_counts, out, figures, summary)
     if "cue" in tables:

@@ -23,7 +23,7 @@ from .metrics import METRICS
 from .record import RECORD_SITES as SITES
 from .regions import REGION_NAMES
 
-ANALYSES = ("lens", "patch", "ground", "enrich", "cue", "knockout", "findings")
+ANALYSES = ("lens", "patch", "ground", "enrich", "cue", "knockout", "findings", "probe")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 

@@ -88,3 +88,22 @@ def test_speech_builder_writes_a_loadable_sakura_layout(tmp_path):
         sources = (root / "SOURCES.tsv").read_text().splitlines()
         assert sum("\thuman " in line for line in sources) == 4
         assert all("Gender" in line and "Language" not in line for line in sources if "\thuman " in line)
+
+
+def test_limit_is_a_seeded_stratified_sample_in_the_tracks_label_mix(tmp_path):
+    """--limit N draws N clips at random within each label (seeded), keeping the label mix; not file order."""
+    from collections import Counter
+
+    from patchlab.data.sakura import stratified
+
+    rows = [{"attribute_label": la} for la in ["english"] * 60 + ["german"] * 20 + ["french"] * 20]
+    picked = stratified(rows, 10, seed=0)
+    mix = Counter(r["attribute_label"] for _, r in picked)
+    assert mix == {"english": 6, "german": 2, "french": 2} and len(picked) == 10
+    assert [n for n, _ in picked] == sorted(n for n, _ in picked)  # in file order
+    assert picked == stratified(rows, 10, seed=0) and picked != stratified(rows, 10, seed=1)
+    assert [n for n, _ in picked][:6] != list(range(2, 8))  # not the first rows of the file
+    # every label present while the limit allows, even a rare one
+    rare = [{"attribute_label": la} for la in ["a"] * 98 + ["b"] * 2]
+    assert Counter(r["attribute_label"] for _, r in stratified(rare, 5)) == {"a": 4, "b": 1}
+    assert len(stratified(rows, None)) == len(stratified(rows, 500)) == 100

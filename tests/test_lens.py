@@ -112,3 +112,65 @@ def test_lens_rows_carry_label_and_prediction(qwen, toy_data):
     assert set(final["label"]) == {"female", "male"} and set(final["pred"]) <= {"female", "male"}
     assert {"balanced_score", "top_label_share", "one_label_wins"} <= set(res.scores.columns)
     assert 0 <= res.summary()["balanced_accuracy"] <= 1
+
+
+def test_lens_rows_say_what_the_lens_sees_checked_against_the_label_logits(qwen, toy_data):
+    """p(true), every label's probability, the margin and the rank at each (layer, position), from an independent
+    softmax over the label-set logits; the model's own multiple-choice answer joined per clip."""
+    from patchlab.data import build_prompt, load_audio
+
+    s = load_track(toy_data, "Gender")[0]
+    res = lens(qwen, [s], "direct", labels=["female", "male"], progress=False)
+    ls = label_set(qwen, ["female", "male"], "direct")
+    b = qwen.prepare(load_audio(s.path), 16000, build_prompt(s, "direct"))
+    logits = lens_logits(qwen, b, ls.token_ids)[:, 0, -1].double()  # final position, every layer
+    truth = ls.index(s.label)
+    final = res.per_sample[res.per_sample.position == "final"].sort_values("layer")
+    p = logits.softmax(-1)
+    assert final["p_true"].to_numpy() == pytest.approx(p[:, truth].numpy(), abs=1e-6)
+    assert final["p_female"].to_numpy() + final["p_male"].to_numpy() == pytest.approx(1.0)
+    margin = logits[:, truth] - logits[:, 1 - truth]
+    assert final["margin"].to_numpy() == pytest.approx(margin.numpy(), abs=1e-5)
+    assert ((final["rank"] == 1) == (final["correct"] == 1)).all()
+    assert set(final["answer"]) <= {"Female", "Male"} and final["answer_correct"].nunique() == 1
+
+
+def test_a_fixed_label_order_has_rank_score_one_half_and_clips_never_above_chance_are_counted():
+    import pandas as pd
+
+    from patchlab.lens import clip_critical_layers, information_scores, label_critical_layers
+
+    rows = []
+    for i, la in enumerate(["a"] * 6 + ["b"] * 3 + ["c"] * 3):  # the lens always ranks a > b > c
+        for layer in range(4):
+            rank = {"a": 1, "b": 2, "c": 3}[la]
+            rows.append(dict(sample=f"s{i}", layer=layer, position="final", correct=float(la == "a"), label=la,
+                             pred="a", p_true=0.2, margin=-1.0, rank=float(rank), n_labels=3))  # fmt: skip
+    per = pd.DataFrame(rows)
+    s = information_scores(per).iloc[0]
+    assert s["score"] == pytest.approx(0.5) and s["balanced_score"] == pytest.approx(1 / 3)
+    assert s["rank_score"] == pytest.approx(0.5) and bool(s["one_label_wins"])
+    clips = clip_critical_layers(per, 3)  # p(true) = 0.2 never exceeds tau = 0.4
+    assert clips["never_above_chance"].all() and clips["critical_layer"].isna().all()
+    crit = label_critical_layers(per, 3)
+    assert crit["a"] == pytest.approx(1.5) and math.isnan(crit["b"])
+
+
+def test_a_killed_lens_run_resumes_to_the_same_rows_and_a_changed_one_is_refused(tiny_dir, toy_data, tmp_path, capsys):
+    import pandas as pd
+
+    from patchlab.io import read_table
+
+    model = str(tiny_dir("qwen2_audio"))
+    args = ["lens", "--model", model, "--data", str(toy_data), "--track", "Gender", "--limit", "4"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    part = tmp_path / "part"
+    assert main([*args, "--out", str(part)]) == 0
+    lines = (part / "rows.jsonl").read_text().splitlines(keepends=True)
+    (part / "rows.jsonl").write_text("".join(lines[:2]) + lines[2][:40])  # killed while writing the third clip
+    assert main([*args, "--out", str(part)]) == 0
+    a, b = read_table(tmp_path / "whole" / "per_sample.csv"), read_table(part / "per_sample.csv")
+    pd.testing.assert_frame_equal(a, b)
+    assert "resuming: 2 of 4 clips" in capsys.readouterr().out
+    assert main([*args, "--seed", "3", "--out", str(part)]) == 2
+    assert "changed: seed" in capsys.readouterr().err

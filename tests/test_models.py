@@ -73,3 +73,25 @@ def test_granite_audio_prep_without_torchaudio_says_what_to_install(tiny_dir):
     lalm = patchlab.load(tiny_dir("granite_speech"))
     with pytest.raises(patchlab.PatchlabError, match="torchaudio"):
         lalm.prepare(tone(1.0), 16000, "hi")
+
+
+def test_audio_encoder_output_is_served_once_per_input_and_equals_a_fresh_run(qwen):
+    """The memo returns what the encoder computes for the same input; other inputs, gradients and `fresh` run it."""
+    calls = []
+    encoder = qwen.encoder_memo.module
+    handle = encoder.register_forward_hook(lambda m, a, o: calls.append(1))
+    try:
+        a, b = (qwen.prepare(tone(s), 16000, "What?") for s in (1.07, 1.31))  # inputs no other test uses
+        first = qwen.forward(a)
+        again = qwen.forward(a)
+        assert len(calls) == 1 and torch.equal(first, again)
+        with qwen.encoder_memo.fresh():
+            fresh = qwen.forward(a)
+        assert len(calls) == 2 and torch.equal(first, fresh)
+        qwen.forward(b)
+        assert len(calls) == 3
+        with torch.enable_grad():
+            qwen.model(**a.to(qwen.device).tensors, use_cache=False)
+        assert len(calls) == 4
+    finally:
+        handle.remove()

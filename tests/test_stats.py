@@ -47,3 +47,28 @@ def test_one_clip_or_no_difference_gives_a_valid_p_not_an_error():
     assert stats.sign_flip_p(np.zeros(5)) == 1.0
     (v,) = stats.decide([stats.paired("one clip", [1.0], [0.0])])
     assert v.n == 1 and v.verdict == "inconclusive"
+
+
+def test_two_sample_within_strata_finds_a_known_shift_and_holds_its_level_on_null_data():
+    rng = np.random.default_rng(3)
+    # two labels with very different baselines: pooling them would blur a shift of 2.0 within each label
+    sx, sy = np.repeat(["a", "b"], 20), np.repeat(["a", "b"], 20)
+    x = np.where(sx == "a", 0.0, 10.0) + 2.0 + rng.standard_normal(40)
+    y = np.where(sy == "a", 0.0, 10.0) + rng.standard_normal(40)
+    (v,) = stats.decide([stats.two_sample("shift", x, y, sx, sy, n_resamples=999, n_boot=300)])
+    assert v.ci_lo <= 2.0 <= v.ci_hi and v.verdict == "supported" and v.n == 80
+    hits = 0
+    for i in range(100):
+        a, b = rng.standard_normal(12), rng.standard_normal(12)
+        hits += stats.two_sample("null", a, b, seed=i, n_resamples=199, n_boot=10).p <= 0.05
+    assert hits / 100 <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 100)
+    # a stratum with clips of one group only does not count; none in common: no test, said
+    only = stats.two_sample("no overlap", [1.0, 2.0], [0.0], ["a", "a"], ["b"])
+    assert only.n == 0 and "no stratum" in only.note
+
+
+def test_rank_correlation_finds_a_monotone_relation_and_refuses_constant_data():
+    x = np.arange(12.0)
+    v = stats.rank_correlation("rises", x, x**2 + 0.01 * np.sin(x))
+    assert v.effect == pytest.approx(1.0) and v.p < 1e-3
+    assert np.isnan(stats.rank_correlation("flat", x, np.ones(12)).p)

@@ -185,3 +185,30 @@ def answer_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Pa
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+def encoder_decoder(
+    probe: pd.DataFrame, decoder: pd.DataFrame | None, path: str | Path, title: str = "", info: dict | None = None
+) -> Path:
+    """Left: the encoder probe's out-of-fold balanced accuracy per encoder layer (CI band, saturation layer);
+    right: the decoder lens' balanced score at the final position per decoder layer. One attribute, end to end."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]}, sharey=True)
+    ax.plot(probe["encoder_layer"], probe["balanced_accuracy"], marker="o", ms=3, color="#1f77b4", label="probe")
+    ax.fill_between(probe["encoder_layer"], probe["lo"], probe["hi"], alpha=0.15, color="#1f77b4")
+    chance = (info or {}).get("chance")
+    for axis in (ax, bx):
+        if chance:
+            axis.axhline(chance, color="grey", lw=0.5, ls=":")
+    sat = (info or {}).get("saturation_layer", float("nan"))
+    if sat == sat:
+        ax.axvline(sat, color="k", ls="--", lw=0.8, label=f"saturation layer {sat:.0f}")
+    ax.set_xlabel("audio encoder layer")
+    ax.set_ylabel("balanced accuracy (chance dotted)")
+    ax.legend(fontsize=7)
+    if decoder is not None:
+        bx.plot(decoder["layer"], decoder["balanced_score"], marker="o", ms=3, color=REGION_COLORS["final"],
+                label="decoder lens, final position (balanced)")  # fmt: skip
+        bx.legend(fontsize=7)
+    bx.set_xlabel("decoder layer")
+    fig.suptitle(f"{title}\n(probe: {BAND.replace('of the mean ', '')})", fontsize=10)
+    return _save(fig, path)
