@@ -216,7 +216,19 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"report: {Path(args.out) / 'report.html'}")
 
 
+def cmd_merge(args: argparse.Namespace) -> None:
+    """Merge separate runs of one config into a new folder (finished if every shard is in some run)."""
+    from .runner import merge_runs
+
+    summary = merge_runs(args.runs, args.out)
+    if summary is not None:
+        _print_summary(summary)
+        print(f"report: {Path(args.out) / 'report.html'}")
+
+
 def _print_summary(summary: dict) -> None:
+    import pandas as pd
+
     for track, t in summary["tracks"].items():
         line = [f"{track:9s}"]
         for fmt, lens in t.get("lens", {}).items():
@@ -229,6 +241,10 @@ def _print_summary(summary: dict) -> None:
         if "listen_vs_guess" in t:
             line.append(t["listen_vs_guess"]["verdict"])
         print("  ".join(line))
+    counts = pd.Series([v["verdict"] for v in summary.get("verdicts", [])], dtype=object).value_counts()
+    if len(counts):
+        told = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("supported", "refuted", "inconclusive"))
+        print(f"verdicts: {told}  (tables/verdicts.csv; the report leads with them)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -287,6 +303,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="override the config's data directory")
     p.add_argument("--model", default=None, help="override the config's model")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("merge", help="merge separate runs of one config (e.g. shards run on several machines)")
+    p.add_argument("runs", nargs="+", help="run folders (each a `patchlab run --out`) of the same config")
+    p.add_argument("--out", required=True, help="output folder for the merged run (new, empty, or an earlier merge)")
+    p.set_defaults(fn=cmd_merge)
 
     p = sub.add_parser("check", help="run the invariants every family must pass on a model (an adapter's test)")
     p.add_argument("model", help="checkpoint folder, a tiny one from make-tiny, or patchlab-mini")

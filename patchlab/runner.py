@@ -256,8 +256,6 @@ def run(
     """Run every shard not yet written, then merge shards into tables, plots, summary.json and report.html."""
     from tqdm.auto import tqdm
 
-    from .analyses import merge
-
     exp = exp.sized(small)
     if executor not in ("local", "ray"):
         raise PatchlabError(f"unknown executor {executor!r}", "use local or ray")
@@ -278,6 +276,13 @@ def run(
         from .executors import run_ray
 
         run_ray(config, todo, str(out), address, exp.device, run_id)
+    return _finish(exp, out, shards, small)
+
+
+def _finish(exp: Experiment, out: Path, shards: list[Shard], small: bool) -> dict:
+    """Every shard's tables, concatenated in plan order, merged into tables, plots, summary.json and report.html."""
+    from .analyses import merge
+
     tables = {}
     for s in shards:
         for f in sorted((out / "shards" / s.name).glob("*.csv")):
@@ -286,6 +291,70 @@ def run(
                 tables.setdefault(f.stem, []).append(table)
     merged = {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
     return merge(exp, merged, out, small=small, random_weights=is_random(exp.model))
+
+
+def merge_runs(runs: list[str | Path], out: str | Path, progress: bool = True) -> dict | None:
+    """Merge separate runs of one config (e.g. shards computed on several machines) into `out`.
+
+    The runs must share their identity (config, data, weights, code); each finished shard is checked as a resume
+    checks it, and a shard two runs both finished must hold the same tables. With every planned shard present the
+    merged run is finished (summary, report); otherwise `out` is a run folder that `patchlab run --resume` completes.
+    """
+    runs = [Path(r) for r in runs]
+    records = []
+    for r in runs:
+        try:
+            records.append(json.loads((r / "run.json").read_text()))
+        except (OSError, json.JSONDecodeError):
+            raise PatchlabError(
+                f"{r} is not a patchlab run folder (no readable run.json)", "pass run --out folders"
+            ) from None
+    first = records[0]
+    for r, rec in zip(runs[1:], records[1:]):
+        if rec.get("run_id") != first.get("run_id"):
+            keys = ("digest", "data_fingerprint", "model_fingerprint", "code_fingerprint")
+            changed = [k for k in keys if rec.get(k) != first.get(k)]
+            raise PatchlabError(
+                f"{r} is a run of something else than {runs[0]} (differs in: {', '.join(changed) or 'run id'})",
+                "merge only runs of the same config on the same data, weights and patchlab code",
+            )
+    exp = from_dict(first["config"], f"{runs[0]}/run.json")
+    small = bool(first.get("small"))
+    shards = plan(exp)
+    out = claim(out, "merge")
+    run_id = _start(exp, out, resume=(out / "run.json").exists(), small=small)
+    if run_id != first["run_id"]:
+        raise PatchlabError(
+            f"the runs were made with other code, data or weights than patchlab sees now (run {first['run_id']}, "
+            f"now {run_id})",
+            "merge with the patchlab and data the runs were made with",
+        )
+    missing = []
+    for s in shards:
+        have = [r for r in runs if (r / "shards" / s.name / "done").exists()]
+        for r in have:
+            check_shard(r, s, run_id)
+        files = {json.dumps(json.loads((r / "shards" / s.name / "done").read_text())["files"], sort_keys=True)
+                 for r in have}  # fmt: skip
+        if len(files) > 1:
+            raise PatchlabError(
+                f"shard {s.name} differs between {', '.join(map(str, have))}: the same shard gave other tables",
+                "keep the shard from one run only (remove it from the others), or recompute it",
+            )
+        target = out / "shards" / s.name
+        if have and not (target / "done").exists():
+            tmp = out / "shards" / f".{s.name}.merge"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(have[0] / "shards" / s.name, tmp)
+            os.replace(tmp, target)
+        if not have and not (target / "done").exists():
+            missing.append(s.name)
+    if missing:
+        if progress:
+            print(f"{len(missing)} of {len(shards)} shards are in none of the runs ({', '.join(missing[:5])}); "
+                  f"finish with: patchlab run CONFIG --out {out} --resume")  # fmt: skip
+        return None
+    return _finish(exp, out, shards, small)
 
 
 def is_random(model: str) -> bool:

@@ -20,7 +20,7 @@ from patchlab.runner import run, tables_equal
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
-TABLES = ("information_scores", "patching", "enrichment", "cue")
+TABLES = ("information_scores", "patching", "enrichment", "cue", "knockout")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def tiny_config(tiny_dir, toy_data) -> dict:
         model=str(tiny_dir("qwen2_audio")),
         data=str(toy_data),
         tracks=["Gender"],
-        analyses=["lens", "patch", "ground", "enrich", "cue"],
+        analyses=["lens", "patch", "ground", "enrich", "cue", "knockout", "findings", "probe"],
         limit=6,
         shard_size=2,
         ground={"n_boot": 100},
@@ -184,3 +184,32 @@ def _close(a, b, tol=1e-5) -> bool:
     if a != a:
         return b != b
     return abs(a - b) <= tol * max(1.0, abs(a))
+
+
+def test_separate_runs_of_one_config_merge_into_the_uninterrupted_run(tiny_config, reference_run, tmp_path):
+    """Two machines each finished some shards: merged, the tables equal one uninterrupted run; a merge missing a
+    shard says how to finish; runs of another config or a shard that disagrees are refused."""
+    import shutil
+
+    from patchlab.runner import merge_runs
+
+    names = sorted(p.name for p in (reference_run / "shards").iterdir())
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, keep in ((a, names[::2]), (b, names[1::2])):
+        shutil.copytree(reference_run, folder)
+        for n in names:
+            if n not in keep:
+                shutil.rmtree(folder / "shards" / n)
+    assert merge_runs([a], tmp_path / "half", progress=False) is None  # shards missing: no summary
+    merge_runs([a, b], tmp_path / "merged", progress=False)
+    for name, table in _tables(tmp_path / "merged").items():
+        assert tables_equal(table, _tables(reference_run)[name], tol=0), name
+    other = tmp_path / "other"
+    run(from_dict({**tiny_config, "seed": 1, "limit": 2}, "test"), other, progress=False)
+    with pytest.raises(PatchlabError, match="differs in: digest"):
+        merge_runs([a, other], tmp_path / "bad", progress=False)
+    shutil.copytree(reference_run / "shards" / names[0], b / "shards" / names[0])
+    lens = b / "shards" / names[0] / "lens.csv"
+    lens.write_text(lens.read_text().replace("female", "male", 1))
+    with pytest.raises(PatchlabError, match="changed or removed"):
+        merge_runs([a, b], tmp_path / "bad2", progress=False)
