@@ -5,7 +5,7 @@ from patchlab.patching import patch, region_specs, sweep
 
 SAKURA = "../shared/sakura"
 lalm = patchlab.load("patchlab-mini")  # or a checkpoint folder, e.g. Qwen2-Audio-7B-Instruct with dtype="bfloat16"
-clips = load_track(SAKURA, "Gender", limit=4)  # 4 clips, balanced over labels
+clips = load_track(SAKURA, "Gender", limit=4, seed=0)  # 4 clips: a seeded sample in the track's label mix
 
 res = patchlab.lens(lalm, clips, fmt="direct")  # information scores, critical layers
 print("lens accuracy", res.accuracy, "critical layer (final position)", res.summary()["critical_layer"])

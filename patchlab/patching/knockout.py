@@ -61,6 +61,13 @@ class KnockoutSpec:
             )
         return q, k
 
+    def first_changed(self, regions: Regions) -> int:
+        """The first position the knockout can change: the first query after a key (earlier queries cannot see
+        any key; the final position when none can)."""
+        q, k = self.blocked(regions)
+        seeing = [p for p in q if p > min(k)]
+        return min(seeing) if seeing else regions.length - 1
+
     @property
     def label(self) -> str:
         def name(r):
@@ -157,7 +164,7 @@ def knockout_logits(
     cache, keys, values, layer_kwargs = run or _clean_run(lalm, batch)
     with torch.no_grad(), knocked_out(lalm, specs, regions):
         start = min(s.start for s in specs)
-        p0 = min(min(s.blocked(regions)[0]) for s in specs)
+        p0 = min(s.first_changed(regions) for s in specs)
         kwargs, prefix = layer_kwargs, None
         if p0 > 0:
             prefix = PrefixKV(keys, values, p0, n)
@@ -179,14 +186,19 @@ def knockout(
     """Every knockout on every clip (one prepared batch each, its true label index in `truths`): one row per
     (clip, knockout) with the answer's metrics knocked out, clean, and their change (knocked - clean)."""
     rows = []
-    bar = tqdm(total=len(batches) * -(-len(specs) // max_batch), desc="knockout", unit="fwd", disable=not progress)
-    ordered = sorted(specs, key=lambda s: -s.start)  # chunks of high windows skip the most layers
+    bar = tqdm(total=len(batches), desc="knockout", unit="clip", disable=not progress)
     for batch, truth in zip(batches, truths):
+        # chunks of knockouts that change the same positions and blocks of high windows skip the most work
+        regions = batch.regions[0]
+        ordered = sorted(specs, key=lambda s: (-s.first_changed(regions), -s.start))
+        chunks = []
+        for p0 in dict.fromkeys(s.first_changed(regions) for s in ordered):
+            group = [s for s in ordered if s.first_changed(regions) == p0]
+            chunks += [group[i : i + max_batch] for i in range(0, len(group), max_batch)]
         run = _clean_run(lalm, batch) if skip_layers else None
         clean_logits = lalm.forward(batch)[:, -1].float() if run is None else run[0].final_logits.to(lalm.device)
         clean = {k: float(v[0]) for k, v in final_metrics(clean_logits, label_ids, truth, clean_logits).items()}
-        for i in range(0, len(ordered), max_batch):
-            chunk = ordered[i : i + max_batch]
+        for chunk in chunks:
             logits = knockout_logits(lalm, batch, chunk, skip_layers, run)
             met = final_metrics(logits, label_ids, truth, clean_logits)
             for r, s in enumerate(chunk):
@@ -197,6 +209,6 @@ def knockout(
                 row.update({f"clean_{k}": clean[k] for k in METRICS})
                 row.update({f"{k}_change": float(met[k][r]) - clean[k] for k in METRICS})
                 rows.append(row)
-            bar.update(1)
+        bar.update(1)
     bar.close()
     return pd.DataFrame(rows)
