@@ -49,7 +49,7 @@ def enriched_logits(
         clean = record(lalm, batch, ["resid_pre"], device=None)
     base = clean.final_logits[0, list(label_ids)]
     with torch.no_grad():
-        cache = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True).cache
+        cache = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True, logits_to_keep=1).cache
     n, length = len(combos), batch.length
     p0 = length - 1
     prefix = PrefixKV([la.keys for la in cache.layers], [la.values for la in cache.layers], p0, n)

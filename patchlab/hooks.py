@@ -159,7 +159,7 @@ def decoder_input_embeds(lalm: HookedLALM, tensors: dict[str, torch.Tensor]) -> 
     handle = lalm.decoder.register_forward_pre_hook(grab, with_kwargs=True)
     try:
         with torch.no_grad():
-            lalm.model(**tensors, use_cache=False)
+            lalm.model(**tensors, use_cache=False, logits_to_keep=1)
     finally:
         handle.remove()
     return got["x"]

@@ -32,7 +32,7 @@ def lens_logits(lalm: HookedLALM, batch: Batch, token_ids: Sequence[int] | None 
         for la in range(lalm.n_layers)
     }
     with torch.no_grad(), hooked(lalm, reads=reads):
-        lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=False)
+        lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=False, logits_to_keep=1)
     return torch.stack(out)  # type: ignore[arg-type]
 
 

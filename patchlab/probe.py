@@ -51,7 +51,7 @@ def pooled_states(lalm: HookedLALM, batch: Batch, seconds: float) -> np.ndarray:
     handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
     try:
         with torch.no_grad(), lalm.encoder_memo.fresh():
-            lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=False)
+            lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=False, logits_to_keep=1)
     finally:
         for h in handles:
             h.remove()

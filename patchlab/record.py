@@ -51,7 +51,7 @@ def record(
         raw: dict[tuple[str, int], torch.Tensor] = {}
         reads = {(s, la): (lambda x, k=(s, la): raw.__setitem__(k, keep(x))) for s in sites for la in layers}
         with torch.no_grad(), hooked(lalm, reads=reads):
-            logits = lalm.model(**inputs, use_cache=False).logits
+            logits = lalm.model(**inputs, use_cache=False, logits_to_keep=1).logits
         acts = raw
     elif backend == "transformer_lens":
         from .backends.tlens import record_tl

@@ -63,7 +63,7 @@ def run_kv(lalm: HookedLALM, pair: Pair, which: str) -> tuple[list[torch.Tensor]
     """Per-layer attention keys and values of the clean or corrupted run (for prefix reuse)."""
     batch, noise = (pair.clean, None) if which == "clean" else (pair.corrupt, pair.embed_noise)
     with torch.no_grad(), embed_noise(lalm, noise):
-        cache = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True).cache
+        cache = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True, logits_to_keep=1).cache
     return [la.keys for la in cache.layers], [la.values for la in cache.layers]
 
 

@@ -148,7 +148,7 @@ def _clean_run(lalm: HookedLALM, batch: Batch):
     with layer_inputs(lalm, kw):
         cache = record(lalm, batch, ["resid_pre"], device=None)
     with torch.no_grad():
-        kv = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True).cache
+        kv = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True, logits_to_keep=1).cache
     return cache, [la.keys for la in kv.layers], [la.values for la in kv.layers], kw["kwargs"]
 
 
