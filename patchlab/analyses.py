@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .answer import option_choice
 from .corrupt import make_pair
 from .data import build_prompt, label_set, load_audio, load_track, verbalize
 from .enrich import enrichment_rows, grid, search, search_split
@@ -129,7 +130,10 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
         return lalm.prepare(waves[s.id], lalm.sampling_rate, prompt, id=s.id, label=s.label)
 
     if samples and "lens" in exp.analyses:
-        rows = []
+        rows, answers = [], {}
+        for s in samples if "findings" in exp.analyses else ():  # the model's own answer, once per clip
+            choice = option_choice(lalm, s)
+            answers[s.id] = dict(answer=s.options[choice], answer_correct=choice == s.answer)
         for fmt in exp.formats:
             ls = label_set(lalm, track_labels, fmt)
             for s in samples:
@@ -144,7 +148,7 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
                 except PatchlabError as e:
                     skipped.append(_skip_row(s.track, s.id, _shown(s), e, f"lens[{fmt}]"))
                     continue
-                rows += [{"track": s.track, "format": fmt, **r} for r in got]
+                rows += [{"track": s.track, "format": fmt, **r, **answers.get(s.id, {})} for r in got]
         out["lens"] = pd.DataFrame(rows)
     paired = [s for s in samples if s.id in pairs]
     if paired and ("patch" in exp.analyses or "ground" in exp.analyses):
