@@ -15,9 +15,9 @@ import pandas as pd
 import torch
 
 from .errors import PatchlabError, nonfinite_fix
-from .hooks import PrefixKV, hooked, layer_inputs, run_from_layer, suffix_kwargs
+from .hooks import PrefixKV, hooked, run_from_layer, suffix_kwargs
 from .models.base import Batch, HookedLALM
-from .record import record
+from .record import clean_run
 
 
 @dataclass(frozen=True)
@@ -44,16 +44,13 @@ def enriched_logits(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Label-set logits at the final position: (the unedited run, (len(combos), |Y|) with each combo applied)."""
     rows = torch.tensor(list(label_ids), device=lalm.device)
-    kw: dict = {}
-    with layer_inputs(lalm, kw):
-        clean = record(lalm, batch, ["resid_pre"], device=None)
+    run = clean_run(lalm, batch)
+    clean = run.cache
     base = clean.final_logits[0, list(label_ids)]
-    with torch.no_grad():
-        cache = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True, logits_to_keep=1).cache
     n, length = len(combos), batch.length
     p0 = length - 1
-    prefix = PrefixKV([la.keys for la in cache.layers], [la.values for la in cache.layers], p0, n)
-    kwargs = suffix_kwargs(kw["kwargs"], p0, length, lalm.dtype)
+    prefix = PrefixKV(run.keys, run.values, p0, n)
+    kwargs = suffix_kwargs(run.layer_kwargs, p0, length, lalm.dtype)
     edits = {}
     for deep in sorted({c.deep for c in combos}):
         mine = [(r, c) for r, c in enumerate(combos) if c.deep == deep]

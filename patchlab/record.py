@@ -7,6 +7,7 @@ TransformerBridge (families it supports), and nnsight.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -79,3 +80,37 @@ def check_finite(acts: dict, final: torch.Tensor, batch: Batch, dtype: torch.dty
         f"NaN/inf in the activations of {', '.join(map(str, ids))} from {where} on, in {dtype}",
         nonfinite_fix(dtype),
     )
+
+
+@dataclass
+class CleanRun:
+    """What the analyses of one clip resume from: its unedited run's `resid_pre` at every layer (and final logits),
+    the decoder-layer arguments, and every layer's attention keys and values."""
+
+    cache: ActivationCache
+    layer_kwargs: dict
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+
+def clean_run(lalm: HookedLALM, batch: Batch) -> CleanRun:
+    """The unedited run of `batch`, computed once and shared (knockout, enrichment and patching's clean side read the
+    same one); kept for the last few inputs, keyed by the inputs' bytes and the weights' version (an in-place edit
+    of the weights is a new key). Call it outside any edits."""
+    from .hooks import layer_inputs
+    from .models.memo import input_key
+
+    key = (input_key((), batch.tensors), lalm.weights_version())
+    if key in lalm.run_memo:
+        lalm.run_memo.move_to_end(key)
+        return lalm.run_memo[key]
+    kw: dict = {}
+    with layer_inputs(lalm, kw):
+        cache = record(lalm, batch, ["resid_pre"], device=None)
+    with torch.no_grad():
+        kv = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True, logits_to_keep=1).cache
+    run = CleanRun(cache, kw["kwargs"], [la.keys for la in kv.layers], [la.values for la in kv.layers])
+    lalm.run_memo[key] = run
+    while len(lalm.run_memo) > 4:
+        lalm.run_memo.popitem(last=False)
+    return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -216,6 +217,11 @@ class HookedLALM:
         self.d_head = int(getattr(tc, "head_dim", None) or self.d_model // self.n_heads)
         encoder = adapter.audio_encoder(model)
         self.encoder_memo = EncoderMemo(encoder) if encoder is not None else None
+        self.run_memo: OrderedDict = OrderedDict()  # record.clean_run's shared clean runs
+
+    def weights_version(self) -> int:
+        """Sum of the parameters' in-place version counters: changes whenever any weight is edited in place."""
+        return sum(p._version for p in self.model.parameters())
 
     @property
     def family(self) -> str:

@@ -1,7 +1,8 @@
 """The audio encoder's output, kept for the last few distinct inputs: one clip's audio is encoded once, not once
 per forward (the lens, the answer, the clean and patched runs, knockouts and enrichment all re-run the same clip).
 
-Exact by construction: a hit returns the tensors the same module computed for bit-identical inputs. Only without
+Exact by construction: a hit returns the tensors the same module computed for bit-identical inputs and unchanged
+weights (the key holds the parameters' version counters, which every in-place edit advances). Only without
 gradients (training and attribution run the encoder as usual), and never while `fresh` is on (hooks inside the
 encoder, e.g. encoder probes, must see it run).
 """
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 
 
-def _key(args: tuple, kwargs: dict) -> tuple:
+def input_key(args: tuple, kwargs: dict) -> tuple:
+    """A key of call arguments: each tensor by shape, dtype, device and a hash of its bytes; the rest by repr."""
     parts = []
     for name, v in [*enumerate(args), *sorted(kwargs.items())]:
         if isinstance(v, torch.Tensor):
@@ -43,7 +45,7 @@ class EncoderMemo:
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if not self.on or torch.is_grad_enabled():
             return self.compute(*args, **kwargs)
-        key = _key(args, kwargs)
+        key = (input_key(args, kwargs), sum(p._version for p in self.module.parameters()))
         if key in self.store:
             self.store.move_to_end(key)
             return self.store[key]

@@ -21,7 +21,7 @@ from ..corrupt import Pair
 from ..hooks import Edit, PrefixKV, hooked, layer_inputs, run_from_layer, suffix_kwargs
 from ..metrics import METRICS, final_metrics, restoration
 from ..models.base import HookedLALM
-from ..record import record
+from ..record import clean_run, record
 from .spec import DIRECTIONS, PatchSpec
 
 
@@ -61,7 +61,10 @@ class _Runs:
 
 def run_kv(lalm: HookedLALM, pair: Pair, which: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per-layer attention keys and values of the clean or corrupted run (for prefix reuse)."""
-    batch, noise = (pair.clean, None) if which == "clean" else (pair.corrupt, pair.embed_noise)
+    if which == "clean":
+        run = clean_run(lalm, pair.clean)
+        return run.keys, run.values
+    batch, noise = pair.corrupt, pair.embed_noise
     with torch.no_grad(), embed_noise(lalm, noise):
         cache = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True, logits_to_keep=1).cache
     return [la.keys for la in cache.layers], [la.values for la in cache.layers]
@@ -70,7 +73,9 @@ def run_kv(lalm: HookedLALM, pair: Pair, which: str) -> tuple[list[torch.Tensor]
 def record_pair(lalm: HookedLALM, pair: Pair, sites: set[str]) -> _Runs:
     """Record clean and corrupted runs (kept on the model's device) and the decoder-layer arguments."""
     sites = sorted(sites | {"resid_pre"})
-    clean = record(lalm, pair.clean, sites, device=None)
+    clean = (
+        clean_run(lalm, pair.clean).cache if sites == ["resid_pre"] else record(lalm, pair.clean, sites, device=None)
+    )
     kw: dict = {}
     with embed_noise(lalm, pair.embed_noise), layer_inputs(lalm, kw):
         corrupt = record(lalm, pair.corrupt, sites, device=None)

@@ -17,9 +17,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import PatchlabError
-from ..hooks import PrefixKV, layer_inputs, run_from_layer, suffix_kwargs
+from ..hooks import PrefixKV, run_from_layer, suffix_kwargs
 from ..metrics import METRICS, final_metrics
 from ..models.base import Batch, HookedLALM
+from ..record import CleanRun, clean_run
 from ..regions import REGION_NAMES, Regions
 
 
@@ -140,20 +141,8 @@ def knocked_out(lalm: HookedLALM, specs: Sequence[KnockoutSpec], regions: Region
             h.remove()
 
 
-def _clean_run(lalm: HookedLALM, batch: Batch):
-    """The clean run's residual stream at each layer input, its keys/values, final logits and layer arguments."""
-    from ..record import record
-
-    kw: dict = {}
-    with layer_inputs(lalm, kw):
-        cache = record(lalm, batch, ["resid_pre"], device=None)
-    with torch.no_grad():
-        kv = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True, logits_to_keep=1).cache
-    return cache, [la.keys for la in kv.layers], [la.values for la in kv.layers], kw["kwargs"]
-
-
 def knockout_logits(
-    lalm: HookedLALM, batch: Batch, specs: Sequence[KnockoutSpec], skip: bool = True, run=None
+    lalm: HookedLALM, batch: Batch, specs: Sequence[KnockoutSpec], skip: bool = True, run: CleanRun | None = None
 ) -> torch.Tensor:
     """Final-position logits (len(specs), vocab), each row with its knockout; `skip=False` runs full forwards."""
     regions = batch.regions[0]
@@ -161,7 +150,8 @@ def knockout_logits(
     if not skip:
         with torch.no_grad(), knocked_out(lalm, specs, regions):
             return lalm.forward(batch.repeat(n))[:, -1].float()
-    cache, keys, values, layer_kwargs = run or _clean_run(lalm, batch)
+    run = run or clean_run(lalm, batch)
+    cache, keys, values, layer_kwargs = run.cache, run.keys, run.values, run.layer_kwargs
     with torch.no_grad(), knocked_out(lalm, specs, regions):
         start = min(s.start for s in specs)
         p0 = min(s.first_changed(regions) for s in specs)
@@ -195,8 +185,8 @@ def knockout(
         for p0 in dict.fromkeys(s.first_changed(regions) for s in ordered):
             group = [s for s in ordered if s.first_changed(regions) == p0]
             chunks += [group[i : i + max_batch] for i in range(0, len(group), max_batch)]
-        run = _clean_run(lalm, batch) if skip_layers else None
-        clean_logits = lalm.forward(batch)[:, -1].float() if run is None else run[0].final_logits.to(lalm.device)
+        run = clean_run(lalm, batch) if skip_layers else None
+        clean_logits = lalm.forward(batch)[:, -1].float() if run is None else run.cache.final_logits.to(lalm.device)
         clean = {k: float(v[0]) for k, v in final_metrics(clean_logits, label_ids, truth, clean_logits).items()}
         for chunk in chunks:
             logits = knockout_logits(lalm, batch, chunk, skip_layers, run)
