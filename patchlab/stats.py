@@ -210,7 +210,7 @@ def decide(verdicts: list[Verdict], alpha: float = LEVEL, correction: str = "hol
     for v, pc in zip(verdicts, corrected):
         v.p_corrected = float(pc)
         if v.n < min_n or min_p(v.n) > alpha:
-            few = f"n = {v.n} clips is too few (at least {min_n})"
+            few = f"n = {v.n} is too few (at least {min_n})"
             v.verdict, v.note = "inconclusive", f"{few}; {v.note}" if v.note else few
         elif pc <= alpha and v.ci_lo > 0:
             v.verdict = "supported"
