@@ -215,7 +215,7 @@ def test_nan_activations_in_the_lens_name_the_clip_instead_of_predicting_a_label
 
     h = qwen.layers[1].mlp.register_forward_hook(poison)
     try:
-        with pytest.raises(PatchlabError, match="NaN/inf in the logit lens of tone0 from layer 1") as e:
+        with pytest.raises(PatchlabError, match=r"NaN/inf in the logit lens of tone\d from layer 1") as e:
             patchlab.lens(qwen, load_track(toy_data, "Gender", 2), progress=False)
     finally:
         h.remove()
