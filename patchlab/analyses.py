@@ -48,15 +48,20 @@ def _pair(lalm, exp, s, pool, labels, prompt=None):
     return make_pair(lalm, s, kind, exp.prompt, labels.index(s.label), pool, exp.seed, prompt=prompt)
 
 
+def _layers(lalm: HookedLALM, layers: list[int] | None, key: str) -> list[int] | None:
+    """A config's layer list, refused (naming `key`) if any layer is outside the model."""
+    bad = [la for la in layers or () if not 0 <= la < lalm.n_layers]
+    if bad:
+        raise PatchlabError(f"{key} {bad} are outside 0..{lalm.n_layers - 1}", "list layers of the model")
+    return layers
+
+
 def _patch_rows(lalm, exp, pairs, labels, track, condition=None, skipped=None) -> pd.DataFrame:
     """Clean audio / text / final positions patched into each corrupted run, at every layer.
 
     With `skipped` (a list), a pair whose run turns non-finite becomes a skipped row instead of stopping the run.
     """
-    chosen = exp.patch.get("layers")
-    bad = [la for la in chosen or () if not 0 <= la < lalm.n_layers]
-    if bad:
-        raise PatchlabError(f"patch.layers {bad} are outside 0..{lalm.n_layers - 1}", "list layers of the model")
+    chosen = _layers(lalm, exp.patch.get("layers"), "patch.layers")
     specs = region_specs(lalm.n_layers, REGIONS, exp.patch.get("site", "resid_pre"), layers=chosen)
     tables = []
     for p in pairs:
@@ -132,7 +137,7 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
     if samples and "lens" in exp.analyses:
         rows, answers = [], {}
         for s in samples if "findings" in exp.analyses else ():  # the model's own answer, once per clip
-            choice = option_choice(lalm, s)
+            choice = option_choice(lalm, s, wave=waves[s.id])
             answers[s.id] = dict(answer=s.options[choice], answer_correct=choice == s.answer)
         for fmt in exp.formats:
             ls = label_set(lalm, track_labels, fmt)
@@ -187,10 +192,7 @@ def _knockout_rows(lalm, exp, samples, prepared, labels, skipped) -> pd.DataFram
     from .patching.knockout import knockout, window_specs
 
     k = exp.knockout
-    layers = k.get("layers")
-    bad = [la for la in layers or () if not 0 <= la < lalm.n_layers]
-    if bad:
-        raise PatchlabError(f"knockout.layers {bad} are outside 0..{lalm.n_layers - 1}", "list layers of the model")
+    layers = _layers(lalm, k.get("layers"), "knockout.layers")
     pairs = [tuple(p) for p in k.get("pairs", (("final", "audio"), ("text", "audio"), ("final", "text")))]
     specs = window_specs(lalm.n_layers, pairs, layers)
     tables = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -14,10 +15,12 @@ from .journal import Journal
 from .models.base import HookedLALM
 
 
-def option_choice(lalm: HookedLALM, sample, fmt: str = "mc") -> int:
+def option_choice(lalm: HookedLALM, sample, fmt: str = "mc", wave: np.ndarray | None = None) -> int:
     """Index of the option the model prefers: argmax over the options' first sub-tokens at the answer position
-    (whole-option log-probability where two options share their first sub-token)."""
-    wave = load_audio(sample.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
+    (whole-option log-probability where two options share their first sub-token). `wave`: the clip's waveform
+    where the caller has already read it."""
+    if wave is None:
+        wave = load_audio(sample.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
     batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(sample, fmt)).to(lalm.device, lalm.dtype)
     with torch.no_grad():
         logits = lalm.model(**batch.tensors, use_cache=False, logits_to_keep=1).logits[0, -1]

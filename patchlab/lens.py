@@ -256,7 +256,7 @@ def lens(
         batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(s, fmt), id=s.id, label=s.label)
         got = sample_lens(lalm, batch, ls, last_text, audio_bins)
         if answers and s.options:
-            choice = option_choice(lalm, s)
+            choice = option_choice(lalm, s, wave=wave)
             for r in got:
                 r.update(answer=s.options[choice], answer_correct=choice == s.answer)
         rows += got

@@ -179,11 +179,11 @@ def knockout(
     bar = tqdm(total=len(batches), desc="knockout", unit="clip", disable=not progress)
     for batch, truth in zip(batches, truths):
         # chunks of knockouts that change the same positions and blocks of high windows skip the most work
-        regions = batch.regions[0]
-        ordered = sorted(specs, key=lambda s: (-s.first_changed(regions), -s.start))
+        first = {s: s.first_changed(batch.regions[0]) for s in specs}
+        ordered = sorted(specs, key=lambda s: (-first[s], -s.start))
         chunks = []
-        for p0 in dict.fromkeys(s.first_changed(regions) for s in ordered):
-            group = [s for s in ordered if s.first_changed(regions) == p0]
+        for p0 in dict.fromkeys(first[s] for s in ordered):
+            group = [s for s in ordered if first[s] == p0]
             chunks += [group[i : i + max_batch] for i in range(0, len(group), max_batch)]
         run = clean_run(lalm, batch) if skip_layers else None
         clean_logits = lalm.forward(batch)[:, -1].float() if run is None else run.cache.final_logits.to(lalm.device)
