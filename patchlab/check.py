@@ -88,8 +88,11 @@ def check_regions(lalm: HookedLALM, batches: list[Batch]) -> Check:
         sizes.append(len(r.audio))
         if scattered != list(r.audio):
             problems.append(f"{batch.meta[0]['id']}: audio region {_span(r.audio)} vs written {_span(scattered)}")
-    if len(set(sizes)) != 2:
+    fixed = lalm.adapter.audio_queries
+    if fixed is None and len(set(sizes)) != 2:
         problems.append(f"two clip lengths gave audio regions of sizes {sizes}")
+    if fixed is not None and set(sizes) != {fixed}:
+        problems.append(f"a connector of {fixed} queries gave audio regions of sizes {sizes}")
     return Check(
         "audio region = positions the model writes audio into",
         not problems,

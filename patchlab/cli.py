@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--prompt", default="direct", choices=["direct", "qa", "mc"], help="prompt format (default: %(default)s)"
     )
     p.add_argument(
+        "--label-space",
+        default="auto",
+        choices=["auto", "none", "space"],
+        help="label tokens read: auto (' female' after a direct prefix, 'Female' at a new turn), none (AudioLens: "
+        "the option with no leading space), space (default: %(default)s)",
+    )
+    p.add_argument(
         "--limit", type=positive_int, default=None, help="use N clips (N >= 1): a stratified random sample (--seed)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the clip sample, donors, noise")
@@ -45,6 +53,15 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="float32",
         choices=["float32", "float64", "bfloat16", "float16"],
         help="weights and activations (default: %(default)s; float16 can overflow)",
+    )
+    _trust(p)
+
+
+def _trust(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let a checkpoint's own model code run (Qwen-Audio's remote code, the DeSTA2 package)",
     )
 
 
@@ -73,7 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .check import run_checks, table
     from .models import load
 
-    lalm = load(args.model, device=args.device, dtype=args.dtype)
+    lalm = load(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     how = f"generic adapter (as {lalm.adapter.treated_as})" if getattr(lalm.adapter, "treated_as", "") else "adapter"
     tag = ", RANDOM WEIGHTS" if lalm.is_random else ""
     print(f"{args.model}: family {lalm.family} ({how}), {lalm.n_layers} layers, {lalm.dtype}{tag}")
@@ -90,7 +107,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_make_tiny(args: argparse.Namespace) -> None:
     from .models import make_tiny
 
-    out = make_tiny(args.family, args.dir, seed=args.seed)
+    out = make_tiny(args.family, args.dir, seed=args.seed, code_dir=args.code)
     print(f"wrote a tiny RANDOM-WEIGHT {args.family} checkpoint to {out} (plumbing tests only)")
 
 
@@ -105,12 +122,12 @@ def cmd_lens(args: argparse.Namespace) -> None:
 
     samples = load_track(args.data, args.track, args.limit, args.seed)
     out = claim(args.out, "lens")
-    settings = ("track", "prompt", "limit", "seed", "dtype", "last_text", "audio_bins")
+    settings = ("track", "prompt", "label_space", "limit", "seed", "dtype", "last_text", "audio_bins")
     ident = identity({k: getattr(args, k) for k in settings}, args.data, [args.track], args.model)
     journal = Journal(out, ident)
     if journal.done:
         print(f"resuming: {len(journal.done)} of {len(samples)} clips done in {out}")
-    lalm = load(args.model, device=args.device, dtype=args.dtype)
+    lalm = load(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     res = lens(
         lalm,
         samples,
@@ -121,6 +138,7 @@ def cmd_lens(args: argparse.Namespace) -> None:
         alpha=args.alpha,
         weight=args.weight,
         journal=journal,
+        label_space=args.label_space,
     )
     write_table(out / "information_scores.csv", res.scores)
     write_table(out / "per_sample.csv", res.per_sample)
@@ -183,7 +201,7 @@ def cmd_mini(args: argparse.Namespace) -> None:
             journal = Journal(out, ident)
             if journal.done:
                 print(f"resuming: {len(journal.done)} clips done in {out}")
-        lalm = load(args.model, device=args.device)
+        lalm = load(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
         per_clip = single_hop_accuracy(lalm, args.data, names, args.limit, args.seed, journal)
         table = accuracy_table(per_clip)
         print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
@@ -211,6 +229,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         exp.data = args.data
     if args.model:
         exp.model = args.model
+    if args.trust_remote_code:
+        exp.trust_remote_code = True
     summary = run(exp, args.out, resume=args.resume, executor=args.executor, address=args.address, small=args.small)
     _print_summary(summary)
     print(f"report: {Path(args.out) / 'report.html'}")
@@ -232,9 +252,9 @@ def _print_summary(summary: dict) -> None:
     for track, t in summary["tracks"].items():
         line = [f"{track:9s}"]
         for fmt, lens in t.get("lens", {}).items():
-            line.append(
-                f"lens[{fmt}] acc {lens['accuracy_last_layer']:.2f} critical layer {lens['critical_layer']:.1f}"
-            )
+            crit = lens["critical_layer"]
+            crit = f"{crit:.1f}" if math.isfinite(crit) else "none (never above chance)"
+            line.append(f"lens[{fmt}] acc {lens['accuracy_last_layer']:.2f} critical layer {crit}")
         if "grounding" in t:
             g = t["grounding"]
             line.append(f"S {g['share']:.2f} [{g['share_lo']:.2f}, {g['share_hi']:.2f}]")
@@ -302,6 +322,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
     p.add_argument("--data", default=None, help="override the config's data directory")
     p.add_argument("--model", default=None, help="override the config's model")
+    _trust(p)
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("merge", help="merge separate runs of one config (e.g. shards run on several machines)")
@@ -315,12 +336,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dtype", default="float32", choices=["float32", "float64", "bfloat16"], help="(default: %(default)s)"
     )
+    _trust(p)
     p.set_defaults(fn=cmd_check)
 
     p = sub.add_parser("make-tiny", help="write a tiny random-weight checkpoint of a family")
     p.add_argument("family", help="a family from `patchlab models`, e.g. qwen2_audio")
     p.add_argument("dir", help="folder to write the checkpoint to")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
+    p.add_argument(
+        "--code",
+        default=None,
+        help="the family's real code, for families transformers does not ship (default: ../shared/lalm-code/...)",
+    )
     p.set_defaults(fn=cmd_make_tiny)
 
     p = sub.add_parser("mini", help="patchlab-mini: parts, training data, training, evaluation")
@@ -356,6 +383,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="seed of the clip sample (default: %(default)s)")
     q.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     q.add_argument("--out", default=None, help="also write per_clip.csv and accuracy.json to this folder")
+    _trust(q)
     p.set_defaults(fn=cmd_mini)
 
     p = sub.add_parser("lens", help="logit lens: information scores and critical layers")

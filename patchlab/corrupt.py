@@ -33,8 +33,8 @@ class Pair:
     embed_noise: torch.Tensor | None = field(default=None, repr=False)  # (positions, d) added to inputs_embeds
 
 
-def _prepare(lalm: HookedLALM, wave: np.ndarray, prompt: Prompt, sample: Sample) -> Batch:
-    return lalm.prepare(wave, lalm.sampling_rate, prompt, id=sample.id, label=sample.label)
+def _prepare(lalm: HookedLALM, wave: np.ndarray, prompt: Prompt, sample: Sample, like: Batch | None = None) -> Batch:
+    return lalm.prepare(wave, lalm.sampling_rate, prompt, like=like, id=sample.id, label=sample.label)
 
 
 def make_pair(
@@ -80,12 +80,12 @@ def make_pair(
                 "fix the track's broken clips, or use --corruption noise/silence",
             )
         donor = donors[i]
-        corrupt = _prepare(lalm, fit_length(donor_wave, wave.shape[0]), prompt, sample)
+        corrupt = _prepare(lalm, fit_length(donor_wave, wave.shape[0]), prompt, sample, like=clean)
         info.update(donor=donor.id, donor_label=donor.label)
         if unreadable:
             info["unreadable_donors"] = unreadable
     elif kind == "silence":
-        corrupt = _prepare(lalm, np.zeros_like(wave), prompt, sample)
+        corrupt = _prepare(lalm, np.zeros_like(wave), prompt, sample, like=clean)
     elif kind == "noise":
         corrupt = clean
         noise = audio_embedding_noise(lalm, clean, noise_scale, rng)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .corrupt import CORRUPTIONS
-from .data.prompts import FORMATS
+from .data.prompts import FORMATS, LABEL_SPACES
 from .errors import PatchlabError
 from .metrics import METRICS
 from .record import RECORD_SITES as SITES
@@ -42,6 +42,8 @@ class Experiment:
     device: str = "cpu"
     dtype: str = "float32"
     device_map: str | None = None  # e.g. "auto": transformers spreads a large model over the GPUs it sees
+    trust_remote_code: bool = False  # let the checkpoint's own code run (Qwen-Audio, DeSTA2)
+    label_space: str = "auto"  # how labels are tokenized: auto, none (AudioLens: no leading space), space
     lens: dict = field(default_factory=dict)  # last_text, audio_bins, alpha, weight
     patch: dict = field(default_factory=dict)  # corruption, site, max_batch, layers
     ground: dict = field(default_factory=dict)  # metric, tol, n_boot, level
@@ -122,6 +124,8 @@ class _Config(_Section):
     device: str = "cpu"
     dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type]
     device_map: str | None = None
+    trust_remote_code: bool = False
+    label_space: Literal[LABEL_SPACES] = "auto"  # type: ignore[valid-type]
     lens: _Lens = Field(default_factory=_Lens)
     patch: _Patch = Field(default_factory=_Patch)
     ground: _Ground = Field(default_factory=_Ground)

@@ -24,6 +24,12 @@ from .stats import bootstrap_ci
 REGIONS = ("audio", "text", "final")
 
 
+def regions_for(pairs: Sequence[Pair]) -> tuple[str, ...]:
+    """The regions grounding patches: audio, text and final, and `transcript` for models that write one."""
+    heard = any(p.clean.regions[0].transcript for p in pairs)
+    return ("audio", "transcript", "text", "final") if heard else REGIONS
+
+
 @dataclass
 class GroundingResult:
     """per_sample: (sample, layer, delta_*, share, gc, gc_flagged); per_layer and overall: means with CIs."""
@@ -51,7 +57,7 @@ def ratio(d_audio: np.ndarray, d_text: np.ndarray, tol: float) -> tuple[np.ndarr
 
 def _summarize(frame: pd.DataFrame, tol: float, n_boot: int, level: float, rng: np.random.Generator) -> dict:
     out: dict = {"n_samples": int(frame["sample"].nunique())}
-    for col in ("delta_audio", "delta_text", "delta_final", "share"):
+    for col in [c for c in ("delta_audio", "delta_transcript", "delta_text", "delta_final", "share") if c in frame]:
         v = frame[col].to_numpy(dtype=float)
         out[col] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
         out[f"{col}_lo"], out[f"{col}_hi"] = bootstrap_ci(v, n_boot, level, rng)
@@ -75,7 +81,7 @@ def grounding(
     `drop_unchanged` they are left out and counted in overall["dropped"].
     """
     col = f"{metric}_restored"
-    t = table[(table["direction"] == "denoise") & table["position"].isin(REGIONS)]
+    t = table[(table["direction"] == "denoise") & table["position"].isin((*REGIONS, "transcript"))]
     missing = set(REGIONS) - set(t["position"])
     if missing or col not in t:
         raise PatchlabError(
@@ -110,11 +116,14 @@ def grounding(
             "gc_flagged": flagged,
         }
     )
+    if "transcript" in wide:  # the words an ASR front end wrote into the prompt (DeSTA2): a region of their own
+        per.insert(3, "delta_transcript", wide["transcript"].to_numpy())
     rng = np.random.default_rng(seed)
     per_layer = pd.DataFrame(
         [{"layer": la, **_summarize(g, tol, n_boot, level, rng)} for la, g in per.groupby("layer", sort=True)]
     )
-    over = per.groupby("sample", as_index=False)[["delta_audio", "delta_text", "delta_final", "share"]].mean()
+    cols = [c for c in ("delta_audio", "delta_transcript", "delta_text", "delta_final", "share") if c in per]
+    over = per.groupby("sample", as_index=False)[cols].mean()
     overall = _summarize(over, tol, n_boot, level, rng)
     overall.update(metric=metric, tol=tol, level=level, n_boot=n_boot, seed=seed, dropped=len(same))
     overall.update(handover(per, min(n_boot, 500), level, seed))
@@ -164,6 +173,6 @@ def ground(
     seed: int = 0,
     progress: bool = True,
 ) -> GroundingResult:
-    """Patch the audio, text and final regions at every layer and summarize them as grounding statistics."""
-    res = patch(lalm, pairs, region_specs(lalm.n_layers, REGIONS, site), label_ids, progress=progress)
+    """Patch the audio, text and final regions (and a transcript) at every layer; summarize them as grounding."""
+    res = patch(lalm, pairs, region_specs(lalm.n_layers, regions_for(pairs), site), label_ids, progress=progress)
     return grounding(res.table, metric, tol, n_boot, seed=seed)

@@ -102,7 +102,7 @@ def hooked(
                 b, t, _ = x.shape
                 return (apply(x.view(b, t, lalm.n_heads, lalm.d_head)).reshape(b, t, -1), *args[1:])
 
-            handles.append(attn.o_proj.register_forward_pre_hook(heads))
+            handles.append(lalm.adapter.o_proj(attn).register_forward_pre_hook(heads))
         elif site == "resid_mid":
             if (site, layer) not in edits:
                 handles.append(

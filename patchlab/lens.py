@@ -235,6 +235,7 @@ def lens(
     progress: bool = True,
     answers: bool = True,
     journal: Journal | None = None,
+    label_space: str = "auto",
 ) -> LensResult:
     """Run the logit lens over a dataset: information score I(l, i) = accuracy of argmax over the label set.
 
@@ -245,7 +246,7 @@ def lens(
 
     if not samples:
         raise PatchlabError("no samples to run the lens on", "check --data/--track/--limit")
-    ls = label_set(lalm, list(labels or labels_of(list(samples))), fmt)
+    ls = label_set(lalm, list(labels or labels_of(list(samples))), fmt, label_space)
     rows = []
     for s in tqdm(samples, desc="logit lens", disable=not progress, unit="clip"):
         key = f"{s.track}/{s.id}"

@@ -8,7 +8,7 @@ import torch
 
 from .errors import PatchlabError
 
-REGION_NAMES = ("audio", "text", "special", "final", "all")
+REGION_NAMES = ("audio", "transcript", "text", "special", "final", "all")
 
 
 @dataclass(frozen=True)
@@ -17,12 +17,15 @@ class Regions:
 
     The regions do not overlap: `text` holds the prompt's text tokens *without* the final position, which is a
     region of its own, so Δ_text and Δ_final measure different positions (AudioLens RQ4 asks which one reads audio).
+    `transcript` holds the text an ASR front end wrote into the prompt from the clip (DeSTA2 inserts Whisper's
+    transcription after the audio): words heard, neither sound nor the user's text; empty for families without one.
     """
 
     length: int
     audio: tuple[int, ...]
     text: tuple[int, ...]
     special: tuple[int, ...]
+    transcript: tuple[int, ...] = ()
 
     @property
     def final(self) -> tuple[int, ...]:
@@ -54,6 +57,8 @@ class Regions:
         out: list[tuple[str, tuple[int, ...]]] = [("final", self.final)]
         for k in range(1, min(last_text, len(self.text)) + 1):
             out.append((f"text-{k}", (self.text[-k],)))
+        if self.transcript:
+            out.append(("transcript", self.transcript))
         n = len(self.audio)
         for b in range(audio_bins if n else 0):
             lo, hi = (b * n) // audio_bins, ((b + 1) * n) // audio_bins
@@ -63,7 +68,7 @@ class Regions:
 
     def check_aligned(self, other: Regions, what: str = "clean and corrupted runs") -> None:
         """Raise a clear error unless two runs have the same length and the same regions."""
-        for name in ("length", "audio", "text", "special"):
+        for name in ("length", "audio", "transcript", "text", "special"):
             if getattr(self, name) != getattr(other, name):
                 mine, theirs = getattr(self, name), getattr(other, name)
                 if name != "length":

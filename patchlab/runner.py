@@ -81,7 +81,13 @@ def model_for(exp: Experiment):
     key = (exp.model, exp.device, exp.dtype, exp.device_map)
     if key not in _MODELS:
         _MODELS.clear()
-        _MODELS[key] = load(exp.model, device=exp.device, dtype=exp.dtype, device_map=exp.device_map)
+        _MODELS[key] = load(
+            exp.model,
+            device=exp.device,
+            dtype=exp.dtype,
+            device_map=exp.device_map,
+            trust_remote_code=exp.trust_remote_code,
+        )
     return _MODELS[key]
 
 

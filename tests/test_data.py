@@ -107,3 +107,18 @@ def test_limit_is_a_seeded_stratified_sample_in_the_tracks_label_mix(tmp_path):
     rare = [{"attribute_label": la} for la in ["a"] * 98 + ["b"] * 2]
     assert Counter(r["attribute_label"] for _, r in stratified(rare, 5)) == {"a": 4, "b": 1}
     assert len(stratified(rows, None)) == len(stratified(rows, 500)) == 100
+
+
+def test_label_space_chooses_the_tokens_the_lens_reads(qwen):
+    """auto: ' female' after a direct prefix, 'Female' at a new turn; none (AudioLens): the option as written, no
+    leading space, in every format; space: always a leading space. The label set reads each one's first token."""
+    from patchlab.data import label_set, verbalize
+
+    assert [verbalize("female", f) for f in ("direct", "mc")] == [" female", "Female"]
+    assert [verbalize("female", f, "none") for f in ("direct", "mc")] == ["Female", "Female"]
+    assert [verbalize("female", f, "space") for f in ("direct", "mc")] == [" female", " Female"]
+    auto, none = label_set(qwen, ["female", "male"], "direct"), label_set(qwen, ["female", "male"], "direct", "none")
+    assert auto.token_ids != none.token_ids
+    assert none.token_ids == tuple(qwen.token_id(v) for v in ("Female", "Male"))
+    with pytest.raises(PatchlabError, match="label_space"):
+        verbalize("female", "mc", "nospace")

@@ -9,6 +9,7 @@ from ..models.base import HookedLALM, Prompt
 from .sakura import Sample
 
 FORMATS = ("direct", "qa", "mc")
+LABEL_SPACES = ("auto", "none", "space")
 _ATTRIBUTE = {
     "Gender": ("gender", "The speaker's gender is"),
     "Language": ("language", "The language spoken is"),
@@ -33,9 +34,17 @@ def build_prompt(sample: Sample, fmt: str) -> Prompt:
     raise PatchlabError(f"unknown prompt format {fmt!r}", f"use one of {', '.join(FORMATS)}")
 
 
-def verbalize(label: str, fmt: str) -> str:
-    """How a label is written where the answer starts: ' female' after a direct prefix, 'Female' at a new turn."""
-    return f" {label}" if fmt == "direct" else label[:1].upper() + label[1:]
+def verbalize(label: str, fmt: str, space: str = "auto") -> str:
+    """How a label is written where the answer starts. `auto` (patchlab's default): ' female' after a direct prefix,
+    'Female' at a new turn; `none` (AudioLens' reading): the option as SAKURA writes it, 'Female', with no leading
+    space in every format; `space`: the auto form with a leading space (' female', ' Female')."""
+    if space not in LABEL_SPACES:
+        raise PatchlabError(f"unknown label_space {space!r}", f"use one of {', '.join(LABEL_SPACES)}")
+    option = label[:1].upper() + label[1:]
+    if space == "none":
+        return option
+    word = f" {label}" if fmt == "direct" else option
+    return word if space == "auto" or word.startswith(" ") else f" {word}"
 
 
 @dataclass(frozen=True)
@@ -50,10 +59,11 @@ class LabelSet:
         return self.labels.index(label)
 
 
-def label_set(lalm: HookedLALM, labels: list[str], fmt: str) -> LabelSet:
-    """First sub-token of each label's verbalization; two labels that share it get a clear error."""
+def label_set(lalm: HookedLALM, labels: list[str], fmt: str, space: str = "auto") -> LabelSet:
+    """First sub-token of each label's verbalization (`space`: see `verbalize`); two labels that share it get a clear
+    error."""
     labels = sorted(dict.fromkeys(labels))
-    verbs = [verbalize(la, fmt) for la in labels]
+    verbs = [verbalize(la, fmt, space) for la in labels]
     ids = [lalm.token_id(v) for v in verbs]
     seen: dict[int, str] = {}
     for la, t in zip(labels, ids):
@@ -61,7 +71,7 @@ def label_set(lalm: HookedLALM, labels: list[str], fmt: str) -> LabelSet:
             tok = lalm.tokenizer.convert_ids_to_tokens(t)
             raise PatchlabError(
                 f"labels {seen[t]!r} and {la!r} share their first sub-token {tok!r} (id {t}) in format {fmt!r}",
-                "use another prompt format or relabel one option so each starts with its own token",
+                "use another prompt format or label_space, or relabel one option so each starts with its own token",
             )
         seen[t] = la
     return LabelSet(tuple(labels), tuple(ids), tuple(verbs))

@@ -77,13 +77,21 @@ class Adapter:
     description: str = ""
     sampling_rate: int = 16000
     max_seconds: float | None = 30.0  # longest clip the audio encoder takes in one window (None: no limit)
+    audio_queries: int | None = None  # a connector with a fixed number of outputs (Q-Former queries), any clip length
 
     model_class_name: str = ""
+    needs_remote_code: bool = False  # the model's code ships with the checkpoint (or is the user's own package)
 
     def model_class(self) -> type:
         import transformers
 
         return getattr(transformers, self.model_class_name)
+
+    def load_model(self, path: str, *, dtype: torch.dtype, device_map: Any, attn_implementation: str, **_: Any):
+        """The model, as the family's own class loads it (families with remote code override this)."""
+        return self.model_class().from_pretrained(
+            path, dtype=dtype, device_map=device_map, attn_implementation=attn_implementation
+        )
 
     def load_processor(self, path: str) -> Any:
         """The family's real processor; where it cannot be built here, `processor_parts` (see docs/adapters.md)."""
@@ -96,6 +104,10 @@ class Adapter:
         except (ImportError, OSError, ValueError, TypeError, AttributeError):
             pass
         return self.processor_parts(path)
+
+    def processor(self, path: str, model: nn.Module) -> Any:
+        """The processor of a loaded checkpoint (families whose package builds it with the model override this)."""
+        return self.load_processor(path)
 
     def processor_parts(self, path: str) -> Any:
         """What to use when the full processor cannot be built (e.g. a missing optional backend)."""
@@ -134,6 +146,10 @@ class Adapter:
                 return min(found, key=lambda f: f[:2])[2]
         return None
 
+    def o_proj(self, attn: nn.Module) -> nn.Module:
+        """The attention output projection (its input holds the per-head outputs, `head_out`)."""
+        return attn.o_proj
+
     def residual_multiplier(self, model: nn.Module) -> float:
         return float(getattr(self.text_config(model), "residual_multiplier", 1.0) or 1.0)
 
@@ -158,6 +174,14 @@ class Adapter:
         """Run the family's real processor on one (prompt text, waveform)."""
         out = processor(text=text, audio=audio, sampling_rate=sampling_rate, return_tensors="pt")
         return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+
+    def prepare_inputs(
+        self, lalm: HookedLALM, prompt: Prompt, audio: np.ndarray, sampling_rate: int, like: Regions | None = None
+    ) -> tuple[dict[str, torch.Tensor], Regions]:
+        """Model inputs for one clip and prompt, and their token-region map. `like`: the regions of the run this one
+        is paired with (families with a transcript fit its length to them; see Desta2Adapter)."""
+        tensors = self.process(lalm.processor, self.prompt_text(lalm.processor, prompt), audio, sampling_rate)
+        return tensors, Regions.from_ids(tensors["input_ids"][0], lalm.audio_token_id, lalm._special)
 
     def feature_batch(self, lalm: HookedLALM, seconds: float, prompt: Prompt, seed: int = 0) -> Batch | None:
         """Inputs built from random audio *features* where the real feature extractor cannot run here (None: the
@@ -249,8 +273,11 @@ class HookedLALM:
         """True for checkpoints patchlab made with random weights (plumbing tests only)."""
         return bool(getattr(self.model.config, "patchlab_random_weights", False))
 
-    def prepare(self, audio: np.ndarray, sampling_rate: int, prompt: Prompt | str, **meta: Any) -> Batch:
-        """Turn one (waveform, sample rate, prompt) into model inputs and a token-region map."""
+    def prepare(
+        self, audio: np.ndarray, sampling_rate: int, prompt: Prompt | str, like: Batch | None = None, **meta: Any
+    ) -> Batch:
+        """Turn one (waveform, sample rate, prompt) into model inputs and a token-region map (`like`: the clean run a
+        corrupted one is paired with)."""
         if isinstance(prompt, str):
             prompt = Prompt(instruction=prompt)
         if sampling_rate != self.sampling_rate:
@@ -270,9 +297,9 @@ class HookedLALM:
                 f"clip of {audio.shape[0] / sampling_rate:.1f} s is longer than {self.family}'s {window:.0f} s window",
                 f"trim it (patchlab.data.load_audio(path, max_seconds={window:.0f}) refuses such clips) or split it",
             )
-        text = self.adapter.prompt_text(self.processor, prompt)
-        tensors = self.adapter.process(self.processor, text, audio, sampling_rate)
-        regions = Regions.from_ids(tensors["input_ids"][0], self.audio_token_id, self._special)
+        tensors, regions = self.adapter.prepare_inputs(
+            self, prompt, audio, sampling_rate, like.regions[0] if like is not None else None
+        )
         return Batch(tensors, [regions], [dict(meta)])
 
     def token_id(self, text: str) -> int:

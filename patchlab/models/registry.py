@@ -12,6 +12,7 @@ import torch
 from ..errors import PatchlabError
 from .audioflamingo3 import AudioFlamingo3Adapter
 from .base import Adapter, HookedLALM
+from .desta2 import Desta2Adapter
 from .glm_asr import GlmAsrAdapter
 from .granite_speech import GraniteSpeechAdapter
 from .mini import MiniAdapter
@@ -20,6 +21,7 @@ from .qwen2_5_omni import Qwen25OmniAdapter
 from .qwen2_audio import Qwen2AudioAdapter
 from .qwen3_asr import Qwen3AsrAdapter
 from .qwen3_omni_moe import Qwen3OmniMoeAdapter
+from .qwen_audio import QwenAudioAdapter
 from .voxtral import VoxtralAdapter
 
 ADAPTERS: dict[str, Adapter] = {
@@ -35,6 +37,8 @@ ADAPTERS: dict[str, Adapter] = {
         Qwen3AsrAdapter(),
         Qwen3OmniMoeAdapter(),
         MiniAdapter(),
+        QwenAudioAdapter(),
+        Desta2Adapter(),
     )
 }
 
@@ -93,8 +97,12 @@ def load(
     dtype: torch.dtype | str = torch.float32,
     device_map: Any = None,
     attn_implementation: str = "sdpa",
+    trust_remote_code: bool = False,
 ) -> HookedLALM:
-    """Load a checkpoint (local directory, hub id, or "patchlab-mini") with its real processor, as a HookedLALM."""
+    """Load a checkpoint (local directory, hub id, or "patchlab-mini") with its real processor, as a HookedLALM.
+
+    `trust_remote_code=True` lets families whose code ships with the checkpoint (Qwen-Audio) or is the user's own
+    package (DeSTA2) run it."""
     if str(path_or_id) in ("patchlab-mini", "patchlab_mini"):
         from ..mini.build import build
 
@@ -130,8 +138,12 @@ def load(
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     try:
-        model = adapter.model_class().from_pretrained(
-            str(path_or_id), dtype=dtype, device_map=device_map, attn_implementation=attn_implementation
+        model = adapter.load_model(
+            str(path_or_id),
+            dtype=dtype,
+            device_map=device_map,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
         )
     except PatchlabError:
         raise
@@ -143,7 +155,7 @@ def load(
     if device_map is None:
         model = model.to(device)
     check_weights(model, str(path_or_id))
-    return HookedLALM(model, adapter.load_processor(str(path_or_id)), adapter, source=str(path_or_id))
+    return HookedLALM(model, adapter.processor(str(path_or_id), model), adapter, source=str(path_or_id))
 
 
 def check_weights(model: torch.nn.Module, where: str) -> None:

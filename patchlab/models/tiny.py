@@ -66,8 +66,26 @@ def mark_random(config: Any) -> None:
     config.patchlab_note = "tiny random-weight checkpoint made by `patchlab make-tiny`: for plumbing tests only"
 
 
-def make_tiny(family: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random-weight checkpoint + processor of `family` to `out_dir`, loadable offline."""
+def lalm_code_dir(folder: str, given: str | Path | None = None) -> Path:
+    """Where the real code of a family that transformers does not ship lies (`--code`, `$PATCHLAB_LALM_CODE` or
+    ../shared/lalm-code), for building its tiny checkpoints."""
+    import os
+
+    from ..errors import PatchlabError
+
+    roots = [Path(given)] if given else [Path(os.environ.get("PATCHLAB_LALM_CODE", "../shared/lalm-code")) / folder]
+    for root in roots:
+        if root.is_dir():
+            return root
+    raise PatchlabError(
+        f"no {folder} model code at {roots[0]}",
+        f"pass --code DIR (a folder holding the family's real code, e.g. ../shared/lalm-code/{folder})",
+    )
+
+
+def make_tiny(family: str, out_dir: str | Path, seed: int = 0, code_dir: str | Path | None = None) -> Path:
+    """Write a tiny random-weight checkpoint + processor of `family` to `out_dir`, loadable offline (`code_dir`: the
+    real code of families transformers does not ship)."""
     import torch
 
     from .registry import adapter_for_family
@@ -77,5 +95,8 @@ def make_tiny(family: str, out_dir: str | Path, seed: int = 0) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tok = tiny_tokenizer(adapter.special_tokens, adapter.extra_tokenizer_attrs, adapter.tiny_eos)
-    adapter.tiny(tok, str(out))
+    if adapter.needs_remote_code:
+        adapter.tiny(tok, str(out), code_dir=code_dir)
+    else:
+        adapter.tiny(tok, str(out))
     return out

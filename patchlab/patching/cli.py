@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..corrupt import make_pair
 from ..data import label_set, load_track, track_labels
+from ..grounding import regions_for
 from ..io import write_json, write_table
 from ..models import load
 from ..outdir import claim
@@ -19,15 +20,16 @@ def run_patch_command(args: argparse.Namespace) -> None:
     samples = load_track(args.data, args.track, args.limit, args.seed)
     pool = load_track(args.data, args.track)
     out = claim(args.out, "patch")
-    lalm = load(args.model, device=args.device, dtype=args.dtype)
-    labels = label_set(lalm, track_labels(args.data, args.track), args.prompt)
+    lalm = load(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    labels = label_set(lalm, track_labels(args.data, args.track), args.prompt, args.label_space)
     pairs = [make_pair(lalm, s, args.corruption, args.prompt, labels.index(s.label), pool, args.seed) for s in samples]
     if args.method == "atp":
         return _atp(lalm, args, pairs, labels)
     if args.positions == "sweep":
         specs_for = lambda p: sweep(lalm.n_layers, p.clean.length, args.site, args.direction)  # noqa: E731
     else:
-        specs_for = lambda p: region_specs(lalm.n_layers, site=args.site, direction=args.direction)  # noqa: E731
+        names = (*regions_for(pairs), "all")
+        specs_for = lambda p: region_specs(lalm.n_layers, names, site=args.site, direction=args.direction)  # noqa: E731
     res = patch(lalm, pairs, label_ids=labels.token_ids, max_batch=args.max_batch, spec_fn=specs_for)
     write_table(out / "patching.csv", res.table)
     t = res.table
