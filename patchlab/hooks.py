@@ -169,15 +169,18 @@ class PrefixKV:
     """Keys and values of positions [0, p0) from a recorded run, served to attention as its cache.
 
     Positions before the first patched one cannot change (attention is causal), so a patched forward
-    computes only positions p0.. and attends to these cached prefix keys/values.
+    computes only positions p0.. and attends to these cached prefix keys/values (one recorded row, served to
+    however many rows the forward holds at that layer).
     """
 
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], p0: int, rows: int) -> None:
-        self.k = [k[..., :p0, :].expand(rows, -1, -1, -1) for k in keys]
-        self.v = [v[..., :p0, :].expand(rows, -1, -1, -1) for v in values]
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], p0: int, rows: int = 1) -> None:
+        self.k = [k[..., :p0, :] for k in keys]
+        self.v = [v[..., :p0, :] for v in values]
 
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any):
-        return torch.cat([self.k[layer_idx], key], dim=-2), torch.cat([self.v[layer_idx], value], dim=-2)
+        b = key.shape[0]
+        k, v = self.k[layer_idx].expand(b, -1, -1, -1), self.v[layer_idx].expand(b, -1, -1, -1)
+        return torch.cat([k, key], dim=-2), torch.cat([v, value], dim=-2)
 
 
 def suffix_kwargs(layer_kwargs: dict[str, Any], p0: int, length: int, dtype: torch.dtype) -> dict[str, Any]:

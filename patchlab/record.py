@@ -29,10 +29,12 @@ def record(
     device: str | torch.device | None = "cpu",
     dtype: torch.dtype | None = None,
     backend: str = "torch",
+    kv: list | None = None,
 ) -> ActivationCache:
     """Run `batch` once and cache `sites` at `layers` (all by default) and `positions` (all by default).
 
     `device=None` keeps activations on the model's device; `dtype` casts them (e.g. torch.float16 to save memory).
+    With `kv` (a list, torch hooks), the same forward also appends every layer's attention keys and values to it.
     """
     for s in sites:
         check_site(s)
@@ -52,8 +54,10 @@ def record(
         raw: dict[tuple[str, int], torch.Tensor] = {}
         reads = {(s, la): (lambda x, k=(s, la): raw.__setitem__(k, keep(x))) for s in sites for la in layers}
         with torch.no_grad(), hooked(lalm, reads=reads):
-            logits = lalm.model(**inputs, use_cache=False, logits_to_keep=1).logits
-        acts = raw
+            out = lalm.model(**inputs, use_cache=kv is not None, logits_to_keep=1)
+        logits, acts = out.logits, raw
+        if kv is not None:
+            kv += [[la.keys for la in out.cache.layers], [la.values for la in out.cache.layers]]
     elif backend == "transformer_lens":
         from .backends.tlens import record_tl
 
@@ -105,11 +109,11 @@ def clean_run(lalm: HookedLALM, batch: Batch) -> CleanRun:
         lalm.run_memo.move_to_end(key)
         return lalm.run_memo[key]
     kw: dict = {}
+    kv: list = []
     with layer_inputs(lalm, kw):
-        cache = record(lalm, batch, ["resid_pre"], device=None)
-    with torch.no_grad():
-        kv = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True, logits_to_keep=1).cache
-    run = CleanRun(cache, kw["kwargs"], [la.keys for la in kv.layers], [la.values for la in kv.layers])
+        cache = record(lalm, batch, ["resid_pre"], device=None, kv=kv)
+    kw["kwargs"] = {k: v for k, v in kw["kwargs"].items() if k not in ("cache", "use_cache")}
+    run = CleanRun(cache, kw["kwargs"], *kv)
     lalm.run_memo[key] = run
     while len(lalm.run_memo) > 4:
         lalm.run_memo.popitem(last=False)

@@ -35,6 +35,7 @@ def tiny_config(tiny_dir, toy_data) -> dict:
         shard_size=2,
         ground={"n_boot": 100},
         patch={"corruption": "swap"},
+        dtype="float64",  # Ray workers run 1 thread, the local run 2: float32 rounding would differ between them
     )
 
 

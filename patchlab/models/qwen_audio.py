@@ -102,6 +102,7 @@ class QwenBlock(nn.Module):
         super().__init__()
         object.__setattr__(self, "block", block)
         self.index = index
+        self.collect: _Cache | None = None  # set by QwenDecoder during a forward that keeps keys and values
 
     # the parts patchlab's hook sites name, as the real block calls them
     @property
@@ -122,9 +123,9 @@ class QwenBlock(nn.Module):
         attention_mask: torch.Tensor | None = None,
         rotary_pos_emb_list: list | None = None,
         cache: Any = None,
-        collect: _Cache | None = None,
         **_: Any,
     ) -> torch.Tensor:
+        collect = self.collect
         layer_past = None
         if cache is not None:  # the prefix keys/values a suffix forward attends to
             b, heads = hidden_states.shape[0], self.block.attn.num_heads
@@ -170,8 +171,13 @@ class QwenDecoder(nn.Module):
         rotary = [t.rotary_emb(n, ntk_alpha=alpha)]
         collect = _Cache() if use_cache else None
         h = t.drop(inputs_embeds)
-        for layer in self.layers:
-            h = layer(h, attention_mask=None, rotary_pos_emb_list=rotary, collect=collect)
+        try:
+            for layer in self.layers:
+                layer.collect = collect
+                h = layer(h, attention_mask=None, rotary_pos_emb_list=rotary)
+        finally:
+            for layer in self.layers:
+                layer.collect = None
         return t.ln_f(h), collect
 
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..cache import ActivationCache
 from ..corrupt import Pair
-from ..hooks import Edit, PrefixKV, hooked, layer_inputs, run_from_layer, suffix_kwargs
+from ..hooks import Edit, PrefixKV, _first, hooked, layer_inputs, run_from_layer, suffix_kwargs
 from ..metrics import METRICS, final_metrics, restoration
 from ..models.base import HookedLALM
 from ..record import clean_run, record
@@ -57,6 +57,14 @@ class _Runs:
     corrupt: ActivationCache
     layer_kwargs: dict
     kv: dict = field(default_factory=dict)  # "clean"/"corrupt" -> (keys, values) per layer, made on first use
+
+    @property
+    def diverge(self) -> int:
+        """The first position whose decoder input differs between the two runs (before it, both runs are the same
+        at every layer: attention is causal); the length when none differs."""
+        a, b = self.clean[("resid_pre", 0)][0], self.corrupt[("resid_pre", 0)][0]
+        differ = (a != b).any(-1).nonzero()
+        return int(differ[0]) if len(differ) else a.shape[0]
 
 
 def run_kv(lalm: HookedLALM, pair: Pair, which: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -111,8 +119,13 @@ def _edits(
     return edits
 
 
-def _run_chunk(lalm: HookedLALM, pair: Pair, runs: _Runs, specs: Sequence[PatchSpec], skip: bool) -> torch.Tensor:
-    """Final-position logits (len(specs), vocab) with each spec applied to its own batch row."""
+def _run_chunk(
+    lalm: HookedLALM, pair: Pair, runs: _Runs, specs: Sequence[PatchSpec], skip: bool, key: tuple | None = None
+) -> torch.Tensor:
+    """Final-position logits (len(specs), vocab) with each spec applied to its own batch row (`key`: the
+    (start, source) of a staircase chunk of resid_pre patches)."""
+    if key is not None:
+        return _staircase(lalm, pair, runs, specs, *key)
     direction = specs[0].direction
     base, donor = (runs.corrupt, runs.clean) if direction == "denoise" else (runs.clean, runs.corrupt)
     n, length = len(specs), pair.clean.length
@@ -138,6 +151,78 @@ def _run_chunk(lalm: HookedLALM, pair: Pair, runs: _Runs, specs: Sequence[PatchS
             return lalm.forward(batch)[:, -1].float()
 
 
+def _start(spec: PatchSpec, regions, diverge: int) -> tuple[int, str]:
+    """Where a resid_pre patch's forward must start and whose keys/values it reads before that position.
+
+    Before the divergence both runs are the same at every layer, so a patch there changes nothing. Up to the first
+    patched position at or after it, the patched run is the base run ("base": those positions' keys and values
+    are the base run's). If the patch covers the divergence itself and every position up to q (the first it does
+    not), positions before q hold the donor's inputs at the patched layer and depend on nothing else: they are the
+    donor run's there and at every later layer ("donor"). So the audio region patched into a run on another clip's
+    audio computes only what follows the audio, and so does the text region."""
+    pos = sorted(set(spec.resolve(regions)))
+    after = [p for p in pos if p >= diverge]
+    if not after:  # only positions the two runs share: the patched run is the base run
+        return regions.length, "base"
+    if after[0] > diverge:
+        return after[0], "base"
+    patched, q = set(pos), diverge
+    while q < regions.length and q in patched:
+        q += 1
+    return q, "donor"
+
+
+def _staircase(
+    lalm: HookedLALM, pair: Pair, runs: _Runs, specs: Sequence[PatchSpec], start: int, source: str
+) -> torch.Tensor:
+    """Final-position logits of resid_pre patches (sorted by layer) that share a start position and prefix source:
+    one forward from the lowest patched layer, each row joining at its own layer with its patch already written
+    (below its layer a row is the base run, which is recorded, so it is not recomputed)."""
+    denoise = specs[0].direction == "denoise"
+    base, donor = (runs.corrupt, runs.clean) if denoise else (runs.clean, runs.corrupt)
+    regions, length = pair.clean.regions[0], pair.clean.length
+    if start >= length:  # the patched run is exactly the donor's (all positions from the divergence patched) or the
+        run = donor if source == "donor" else base  # base's (only positions before it)
+        return run.final_logits.to(lalm.device).float().expand(len(specs), -1)
+    kwargs = runs.layer_kwargs
+    if start > 0:
+        which = ("clean" if denoise else "corrupt") if source == "donor" else ("corrupt" if denoise else "clean")
+        if which not in runs.kv:
+            runs.kv[which] = run_kv(lalm, pair, which)
+        kwargs = suffix_kwargs(runs.layer_kwargs, start, length, lalm.dtype)
+        kwargs["cache"] = PrefixKV(*runs.kv[which], start)
+    h = None
+    with torch.no_grad():
+        for layer in range(specs[0].layer, lalm.n_layers):
+            joining = [s for s in specs if s.layer == layer]
+            if joining:
+                mask = torch.zeros(len(joining), length - start, dtype=torch.bool, device=lalm.device)
+                for r, s in enumerate(joining):
+                    mask[r, [p - start for p in s.resolve(regions) if p >= start]] = True
+                b, d = base[("resid_pre", layer)][:, start:], donor[("resid_pre", layer)][:, start:]
+                new = torch.where(mask.unsqueeze(-1), d.to(b.dtype), b)
+                h = new if h is None else torch.cat([h, new])
+            h = _first(lalm.layers[layer](h, **kwargs))
+        return lalm.unembed(h[:, -1]).float()
+
+
+def _plan(specs: Sequence[PatchSpec], regions, diverge: int, skip: bool, max_batch: int) -> list[tuple]:
+    """Chunks of one direction's specs: resid_pre patches grouped by (start, prefix source) in layer order for the
+    staircase; the rest (other sites, heads, or `skip=False`) as before, high layers first."""
+    stairs: dict[tuple[int, str], list[PatchSpec]] = defaultdict(list)
+    rest = []
+    for s in specs:
+        if skip and s.site == "resid_pre" and s.head is None:
+            stairs[_start(s, regions, diverge)].append(s)
+        else:
+            rest.append(s)
+    chunks = []
+    for key, group in stairs.items():
+        group = sorted(group, key=lambda s: s.layer)
+        chunks += [(key, group[i : i + max_batch]) for i in range(0, len(group), max_batch)]
+    return chunks + [(None, rest[i : i + max_batch]) for i in range(0, len(rest), max_batch)]
+
+
 def _by_direction(specs: Sequence[PatchSpec]) -> list[list[PatchSpec]]:
     """Specs split by direction (a forward patches one run), high layers first so chunks skip the most."""
     return [sorted((s for s in specs if s.direction == d), key=lambda s: (-s.layer, s.site)) for d in DIRECTIONS]
@@ -160,8 +245,8 @@ def patch(
     """
     rows: list[dict] = []
     work = [(p, _by_direction(spec_fn(p) if spec_fn else specs)) for p in pairs]
-    total = sum(-(-len(g) // max_batch) for _, groups in work for g in groups)
-    bar = tqdm(total=total, desc="patching", unit="fwd", disable=not progress)
+    total = sum(len(g) for _, groups in work for g in groups)
+    bar = tqdm(total=total, desc="patching", unit="patch", disable=not progress)
     for pair, groups in work:
         runs = record_pair(lalm, pair, {s.site for g in groups for s in g})
         ref = {}
@@ -169,19 +254,20 @@ def patch(
             m = final_metrics(run.final_logits, label_ids, pair.label, runs.clean.final_logits)
             ref[name] = {k: float(v[0]) for k, v in m.items()}
         for group in groups:
-            i = 0
-            while i < len(group):
-                chunk = group[i : i + max_batch]
+            todo = _plan(group, pair.clean.regions[0], runs.diverge, skip_layers, max_batch)
+            while todo:
+                key, chunk = todo.pop(0)
                 try:
-                    logits = _run_chunk(lalm, pair, runs, chunk, skip_layers)
+                    logits = _run_chunk(lalm, pair, runs, chunk, skip_layers, key)
                 except torch.OutOfMemoryError:
-                    if max_batch == 1:
+                    if len(chunk) == 1:
                         raise
-                    max_batch = max(1, max_batch // 2)  # back off and retry this chunk smaller; keep the new size
+                    if len(chunk) <= max_batch:  # a chunk of a size thought to fit failed: halve it, and keep that
+                        max_batch = max(1, len(chunk) // 2)
+                    todo[:0] = [(key, chunk[i : i + max_batch]) for i in range(0, len(chunk), max_batch)]
                     if lalm.device.type == "cuda":
                         torch.cuda.empty_cache()
                     continue
-                i += len(chunk)
                 met = final_metrics(logits, label_ids, pair.label, runs.clean.final_logits.to(logits.device))
                 rest = {k: restoration(met[k], ref["clean"][k], ref["corrupt"][k]) for k in METRICS}
                 for r, s in enumerate(chunk):
@@ -199,7 +285,7 @@ def patch(
                     row.update({f"clean_{k}": ref["clean"][k] for k in METRICS})
                     row.update({f"corrupt_{k}": ref["corrupt"][k] for k in METRICS})
                     rows.append(row)
-                bar.update(1)
+                bar.update(len(chunk))
     bar.close()
     meta = {"corruptions": {p.sample: p.corruption for p in pairs}, "skip_layers": skip_layers, "max_batch": max_batch}
     # max_batch is the size that fit: lower than asked for if a chunk ran out of memory
