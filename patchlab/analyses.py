@@ -27,6 +27,7 @@ from .lens import (
 )
 from .models.base import HookedLALM, Prompt
 from .patching import patch, region_specs
+from .screen import region_atp, verified
 
 _ATTRIBUTE = {
     "Gender": "speaker's gender",
@@ -80,6 +81,20 @@ def _patch_rows(lalm, exp, pairs, labels, track, condition=None, skipped=None) -
     if condition is not None:
         t.insert(1, "condition", condition)
     t["donor"] = t["sample"].map({p.sample: p.corruption.get("donor", "") for p in pairs})
+    return t
+
+
+def _screen_rows(lalm, pairs, labels, track, skipped) -> pd.DataFrame:
+    """Each clip's AtP estimates of region restoration at every layer (screening; see patchlab.screen)."""
+    tables = []
+    for p in pairs:
+        try:
+            tables.append(region_atp(lalm, p, labels.token_ids, regions_for([p])))
+        except PatchlabError as e:
+            skipped.append(_skip_row(track, p.sample, "", e, "screen"))
+    t = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if not t.empty:
+        t.insert(0, "track", track)
     return t
 
 
@@ -157,7 +172,12 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
         out["lens"] = pd.DataFrame(rows)
     paired = [s for s in samples if s.id in pairs]
     if paired and ("patch" in exp.analyses or "ground" in exp.analyses):
-        out["patch"] = _patch_rows(lalm, exp, [pairs[s.id] for s in paired], labels, shard.track, skipped=skipped)
+        todo = [pairs[s.id] for s in paired]
+        share = exp.ground.get("screen")
+        if share is not None:  # every clip screened by attribution, the verified share patched for real
+            out["screen"] = _screen_rows(lalm, todo, labels, shard.track, skipped)
+            todo = [p for p in todo if verified(p.sample, share, exp.seed)]
+        out["patch"] = _patch_rows(lalm, exp, todo, labels, shard.track, skipped=skipped)
     if samples and "enrich" in exp.analyses:
         combos = grid(lalm.n_layers, exp.enrich.get("coefficients", (0.5, 1.0, "mean")), exp.enrich.get("step"))
         rows = []
@@ -252,6 +272,25 @@ def _ground(table: pd.DataFrame, exp: Experiment):
         seed=exp.seed,
         drop_unchanged=True,
     )
+
+
+def _screening(exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, summary: dict) -> None:
+    """Per track: the screened per-layer region restorations over all clips, and AtP's agreement with real
+    patching on the verified ones (patchlab.screen)."""
+    from .io import write_table
+    from .screen import estimate
+
+    scr = tables["screen"]
+    write_table(out / "tables" / "screen_atp.csv", scr)
+    real = tables.get("patch", pd.DataFrame(columns=["track", "direction", "site"]))
+    for track, g in scr.groupby("track", sort=False):
+        mine = real[(real["track"] == track) & (real["direction"] == "denoise") & (real["site"] == "resid_pre")]
+        per_layer, agreement = estimate(g, mine, exp.ground.get("level", 0.95))
+        per_layer.insert(0, "track", track)
+        write_table(out / "tables" / f"screened_grounding_{track}.csv", per_layer)
+        width = (per_layer["hi"] - per_layer["lo"]).max()
+        agreement.update(share=exp.ground["screen"], max_interval_width=float(width))
+        summary["tracks"].setdefault(track, {})["screening"] = agreement
 
 
 def rests_on(exp: Experiment, tables: dict[str, pd.DataFrame]) -> dict:
@@ -442,6 +481,8 @@ def merge(
                     handover=res.overall,
                 )
                 figures.append((f"Grounding: {track}", path))
+    if "screen" in tables and len(tables["screen"]):
+        _screening(exp, tables, out, summary)
     if "enrich" in tables:
         t = tables["enrich"]
         write_table(out / "tables" / "enrichment.csv", t)

@@ -90,6 +90,8 @@ class _Ground(_Section):
     tol: float = Field(0.05, ge=0)
     n_boot: int = Field(1000, ge=10)
     level: float = Field(0.95, gt=0, lt=1)
+    # screen every clip by attribution patching and patch this share of them for real (None: all for real)
+    screen: float | None = Field(None, gt=0, le=1)
 
 
 class _Enrich(_Section):
