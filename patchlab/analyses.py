@@ -288,8 +288,10 @@ def _screening(exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, summ
         per_layer, agreement = estimate(g, mine, exp.ground.get("level", 0.95))
         per_layer.insert(0, "track", track)
         write_table(out / "tables" / f"screened_grounding_{track}.csv", per_layer)
-        width = (per_layer["hi"] - per_layer["lo"]).max()
-        agreement.update(share=exp.ground["screen"], max_interval_width=float(width))
+        width = float((per_layer["hi"] - per_layer["lo"]).max())
+        agreement.update(share=exp.ground["screen"], max_interval_width=width if np.isfinite(width) else None)
+        if not np.isfinite(width):
+            agreement["note"] = "fewer than 2 verified clips: the estimates have no interval (raise ground.screen)"
         summary["tracks"].setdefault(track, {})["screening"] = agreement
 
 
