@@ -222,3 +222,9 @@ def test_models_lists_the_seed_families(capsys):
     main(["models"])
     out = capsys.readouterr().out
     assert "qwen_audio" in out and "desta2" in out
+
+
+def test_make_tiny_without_the_code_names_the_flag_and_leaves_nothing(tmp_path):
+    with pytest.raises(PatchlabError, match="no qwen-audio model code") as e:
+        patchlab.make_tiny("qwen_audio", tmp_path / "tiny", code_dir=tmp_path / "absent")
+    assert "--code" in e.value.fix and not (tmp_path / "tiny").exists()

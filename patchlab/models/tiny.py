@@ -92,11 +92,17 @@ def make_tiny(family: str, out_dir: str | Path, seed: int = 0, code_dir: str | P
 
     adapter = adapter_for_family(family)
     out = Path(out_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tok = tiny_tokenizer(adapter.special_tokens, adapter.extra_tokenizer_attrs, adapter.tiny_eos)
-    if adapter.needs_remote_code:
-        adapter.tiny(tok, str(out), code_dir=code_dir)
-    else:
-        adapter.tiny(tok, str(out))
+    try:
+        if adapter.needs_remote_code:
+            adapter.tiny(tok, str(out), code_dir=code_dir)
+        else:
+            adapter.tiny(tok, str(out))
+    except BaseException:
+        if created and not any(out.iterdir()):  # refused before writing anything: leave no empty folder behind
+            out.rmdir()
+        raise
     return out
