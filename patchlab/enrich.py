@@ -49,7 +49,7 @@ def enriched_logits(
     base = clean.final_logits[0, list(label_ids)]
     n, length = len(combos), batch.length
     p0 = length - 1
-    prefix = PrefixKV(run.keys, run.values, p0, n)
+    prefix = PrefixKV(run.keys, run.values, p0)
     kwargs = suffix_kwargs(run.layer_kwargs, p0, length, lalm.dtype)
     edits = {}
     for deep in sorted({c.deep for c in combos}):

@@ -136,11 +136,13 @@ def hooked(
 def layer_inputs(lalm: HookedLALM, out: dict[str, Any]) -> Iterator[None]:
     """Capture the keyword arguments the model passes to its decoder layers (mask, rotary embeddings, ...).
 
-    With them, `run_from_layer` can resume a forward at any layer from a cached residual stream.
+    With them, `run_from_layer` can resume a forward at any layer from a cached residual stream. The run's own
+    key/value cache is not kept: a resumed forward is given its own (`PrefixKV`) or none.
     """
+    own = ("hidden_states", "cache", "past_key_values", "use_cache")
 
     def grab(mod, args, kwargs):
-        out["kwargs"] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        out["kwargs"] = {k: v for k, v in kwargs.items() if k not in own}
 
     handle = lalm.layers[0].register_forward_pre_hook(grab, with_kwargs=True)
     try:
@@ -173,7 +175,7 @@ class PrefixKV:
     however many rows the forward holds at that layer).
     """
 
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], p0: int, rows: int = 1) -> None:
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], p0: int) -> None:
         self.k = [k[..., :p0, :] for k in keys]
         self.v = [v[..., :p0, :] for v in values]
 

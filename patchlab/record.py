@@ -112,7 +112,6 @@ def clean_run(lalm: HookedLALM, batch: Batch) -> CleanRun:
     kv: list = []
     with layer_inputs(lalm, kw):
         cache = record(lalm, batch, ["resid_pre"], device=None, kv=kv)
-    kw["kwargs"] = {k: v for k, v in kw["kwargs"].items() if k not in ("cache", "use_cache")}
     run = CleanRun(cache, kw["kwargs"], *kv)
     lalm.run_memo[key] = run
     while len(lalm.run_memo) > 4:

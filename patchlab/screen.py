@@ -24,7 +24,7 @@ from scipy import stats
 from .corrupt import Pair
 from .metrics import final_metrics
 from .models.base import HookedLALM
-from .patching.attribution import _corrupt_with_grads
+from .patching.attribution import _corrupt_with_grads, linear_effects
 from .record import clean_run
 
 
@@ -45,7 +45,7 @@ def region_atp(lalm: HookedLALM, pair: Pair, label_ids: Sequence[int], regions: 
     rows = []
     with torch.no_grad():
         for (_, layer), a in sorted(acts.items(), key=lambda kv: kv[0][1]):
-            per_pos = ((clean[("resid_pre", layer)].to(a.dtype) - a.detach()) * a.grad)[0].sum(-1).float()
+            per_pos = linear_effects(clean, "resid_pre", layer, a)
             for region in regions:
                 est = float(per_pos[list(r.positions(region))].sum())
                 restored = est / den if abs(den) > 1e-6 else float("nan")

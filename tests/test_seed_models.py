@@ -50,15 +50,9 @@ def monkeypatch_module():
 
 
 @pytest.fixture(scope="module")
-def tiny(code_dir, tmp_path_factory):
-    made = {}
-
-    def get(family: str) -> Path:
-        if family not in made:
-            made[family] = patchlab.make_tiny(family, tmp_path_factory.mktemp(family))
-        return made[family]
-
-    return get
+def tiny(code_dir, tiny_dir):
+    """conftest's tiny checkpoints, built here with the seed models' code in reach."""
+    return tiny_dir
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,12 @@ def _corrupt_with_grads(lalm: HookedLALM, pair: Pair, sites: Sequence[str], labe
     return acts, att, float(metric.detach())
 
 
+def linear_effects(clean, site: str, layer: int, a: torch.Tensor) -> torch.Tensor:
+    """First-order effect of patching each position of (site, layer): (a_clean - a_corrupt) . d metric / d a, with
+    `a` the corrupted run's activation holding its gradient; (positions,) float."""
+    return ((clean[(site, layer)].to(a.dtype) - a.detach()) * a.grad)[0].sum(-1).float()
+
+
 def attribution(
     lalm: HookedLALM,
     pairs: Sequence[Pair],
@@ -78,7 +84,7 @@ def attribution(
         acts, corrupt_att, corrupt_metric = _corrupt_with_grads(lalm, pair, sites, label_ids, attention)
         den = clean_metric - corrupt_metric
         for (site, layer), a in acts.items():
-            linear = ((clean[(site, layer)].to(a.dtype) - a.detach()) * a.grad)[0].sum(-1).float()
+            linear = linear_effects(clean, site, layer, a)
             est = linear + qk_correction(clean_att, corrupt_att, layer) if fix and site == "resid_pre" else linear
             for pos, (e, lin) in enumerate(zip(est.tolist(), linear.tolist())):
                 rows.append(

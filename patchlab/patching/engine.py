@@ -56,7 +56,7 @@ class _Runs:
     clean: ActivationCache
     corrupt: ActivationCache
     layer_kwargs: dict
-    kv: dict = field(default_factory=dict)  # "clean"/"corrupt" -> (keys, values) per layer, made on first use
+    kv: dict = field(default_factory=dict)  # "clean"/"corrupt" -> (keys, values) per layer (clean: on first use)
 
     @property
     def diverge(self) -> int:
@@ -67,27 +67,27 @@ class _Runs:
         return int(differ[0]) if len(differ) else a.shape[0]
 
 
-def run_kv(lalm: HookedLALM, pair: Pair, which: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per-layer attention keys and values of the clean or corrupted run (for prefix reuse)."""
-    if which == "clean":
+def _kv(lalm: HookedLALM, pair: Pair, runs: _Runs, which: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per-layer attention keys and values of the clean or corrupted run (for prefix reuse): the corrupted run's
+    were kept when it was recorded; the clean run's are those of its shared clean run."""
+    if which not in runs.kv:
         run = clean_run(lalm, pair.clean)
-        return run.keys, run.values
-    batch, noise = pair.corrupt, pair.embed_noise
-    with torch.no_grad(), embed_noise(lalm, noise):
-        cache = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=True, logits_to_keep=1).cache
-    return [la.keys for la in cache.layers], [la.values for la in cache.layers]
+        runs.kv[which] = (run.keys, run.values)
+    return runs.kv[which]
 
 
 def record_pair(lalm: HookedLALM, pair: Pair, sites: set[str]) -> _Runs:
-    """Record clean and corrupted runs (kept on the model's device) and the decoder-layer arguments."""
+    """Record clean and corrupted runs (kept on the model's device, the corrupted one with its keys and values) and
+    the decoder-layer arguments."""
     sites = sorted(sites | {"resid_pre"})
     clean = (
         clean_run(lalm, pair.clean).cache if sites == ["resid_pre"] else record(lalm, pair.clean, sites, device=None)
     )
     kw: dict = {}
+    kv: list = []
     with embed_noise(lalm, pair.embed_noise), layer_inputs(lalm, kw):
-        corrupt = record(lalm, pair.corrupt, sites, device=None)
-    return _Runs(clean, corrupt, kw["kwargs"])
+        corrupt = record(lalm, pair.corrupt, sites, device=None, kv=kv)
+    return _Runs(clean, corrupt, kw["kwargs"], {"corrupt": tuple(kv)})
 
 
 def _edits(
@@ -135,9 +135,7 @@ def _run_chunk(
     kwargs, prefix = runs.layer_kwargs, None
     if p0 > 0:
         which = "corrupt" if direction == "denoise" else "clean"
-        if which not in runs.kv:
-            runs.kv[which] = run_kv(lalm, pair, which)
-        prefix = PrefixKV(*runs.kv[which], p0, n)
+        prefix = PrefixKV(*_kv(lalm, pair, runs, which), p0)
         kwargs = suffix_kwargs(runs.layer_kwargs, p0, length, lalm.dtype)
     edits = _edits(specs, pair, donor, lalm.device, offset=p0)
     with torch.no_grad(), hooked(lalm, edits=edits):
@@ -187,10 +185,8 @@ def _staircase(
     kwargs = runs.layer_kwargs
     if start > 0:
         which = ("clean" if denoise else "corrupt") if source == "donor" else ("corrupt" if denoise else "clean")
-        if which not in runs.kv:
-            runs.kv[which] = run_kv(lalm, pair, which)
         kwargs = suffix_kwargs(runs.layer_kwargs, start, length, lalm.dtype)
-        kwargs["cache"] = PrefixKV(*runs.kv[which], start)
+        kwargs["cache"] = PrefixKV(*_kv(lalm, pair, runs, which), start)
     h = None
     with torch.no_grad():
         for layer in range(specs[0].layer, lalm.n_layers):

@@ -157,7 +157,7 @@ def knockout_logits(
         p0 = min(s.first_changed(regions) for s in specs)
         kwargs, prefix = layer_kwargs, None
         if p0 > 0:
-            prefix = PrefixKV(keys, values, p0, n)
+            prefix = PrefixKV(keys, values, p0)
             kwargs = suffix_kwargs(layer_kwargs, p0, regions.length, lalm.dtype)
         h0 = cache[("resid_pre", start)][:, p0:].expand(n, -1, -1).contiguous()
         return lalm.unembed(run_from_layer(lalm, h0, start, kwargs, prefix)[:, -1]).float()
