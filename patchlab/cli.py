@@ -11,6 +11,8 @@ from typing import NoReturn
 
 from .errors import PatchlabError
 
+SMALL_MODELS = ("patchlab-mini", "patchlab-mini-qformer")  # the two small models patchlab trains itself
+
 
 class Parser(argparse.ArgumentParser):
     """argparse with a 'did you mean' for a mistyped command or choice."""
@@ -179,14 +181,20 @@ def cmd_mini(args: argparse.Namespace) -> None:
         from .mini.train import train
 
         claim(args.out, "mini train")
-        log = train(args.data, args.out, args.steps, args.batch_size, args.lr, args.seed, args.limit, args.device)
+        from .mini.train import recipes
+
+        log = train(
+            args.data, args.out, args.steps, args.batch_size, args.lr, args.seed, args.limit, args.device, args.model
+        )
         tail = log["losses"][-20:]
         print(f"loss {log['losses'][0]:.3f} -> {sum(tail) / len(tail):.3f} (mean of the last {len(tail)} steps)")
-        print(f"projector -> {Path(args.out) / 'projector.safetensors'}")
+        print(f"connector -> {Path(args.out) / recipes()[args.model].weights}")
     elif args.mini_cmd == "build":
         from .mini.build import build
+        from .mini.qformer_build import build_qformer
 
-        print(f"patchlab-mini checkpoint -> {build(args.out, args.projector, force=True)}")
+        make = build if args.model == "patchlab-mini" else build_qformer
+        print(f"{args.model} checkpoint -> {make(args.out, args.projector, force=True)}")
     elif args.mini_cmd == "eval":
         from .answer import accuracy_table, confusion, single_hop_accuracy
         from .data import tracks
@@ -361,7 +369,8 @@ def parser() -> argparse.ArgumentParser:
         "--per-gender", type=int, default=400, help="gender clips of human recordings (KLettres/KTuberling) per gender"
     )
     q.add_argument("--seed", type=int, default=0, help="seed of the synthesis (default: %(default)s)")
-    q = msub.add_parser("train", help="train the projector (encoder and LLM frozen)")
+    q = msub.add_parser("train", help="train the connector (Whisper and the LLM frozen)")
+    q.add_argument("--model", default="patchlab-mini", choices=SMALL_MODELS, help="which (default: %(default)s)")
     q.add_argument("--data", required=True, help="training set from `patchlab mini data` (not SAKURA)")
     q.add_argument("--out", required=True, help="output folder for projector.safetensors and train.json")
     q.add_argument("--steps", type=int, default=500, help="optimizer steps (default: %(default)s)")
@@ -370,9 +379,12 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="seed of batches and initialization (default: %(default)s)")
     q.add_argument("--limit", type=positive_int, default=None, help="N clips per track: a stratified random sample")
     q.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    q = msub.add_parser("build", help="assemble the checkpoint directory from the parts and a projector")
-    q.add_argument("--out", default=None, help="default ~/.cache/patchlab/patchlab-mini")
-    q.add_argument("--projector", default=None, help="default: the committed projector")
+    q = msub.add_parser("build", help="assemble the checkpoint directory from the parts and a trained connector")
+    q.add_argument("--model", default="patchlab-mini", choices=SMALL_MODELS, help="which (default: %(default)s)")
+    q.add_argument("--out", default=None, help="default ~/.cache/patchlab/<model>")
+    q.add_argument(
+        "--projector", "--connector", default=None, help="trained connector weights (default: the committed ones)"
+    )
     q = msub.add_parser("eval", help="single-hop accuracy per track on a SAKURA-format directory")
     q.add_argument("--data", required=True, help="SAKURA-format folder, e.g. ../shared/sakura")
     q.add_argument("--model", default="patchlab-mini", help="model to evaluate (default: %(default)s)")

@@ -15,10 +15,6 @@ NAME = "patchlab-mini"
 FORMAT = 2  # bumped when the assembled model changes (2: the language-ID token); older cached builds are rebuilt
 
 
-def default_dir() -> Path:
-    return cache_dir() / NAME
-
-
 def assemble(projector: Path | None = None, random_projector: bool = False, seed: int = 0):
     """The model and processor in memory: pretrained encoder, decoder (language ID) and LLM, the given (or
     committed) projector."""
@@ -75,9 +71,14 @@ def name_embeddings(lm, tokenizer, names: list[str]) -> torch.Tensor:
 def build(out: Path | None = None, projector: Path | None = None, force: bool = False) -> Path:
     """Write the checkpoint directory once (default ~/.cache/patchlab/patchlab-mini); reuse it while it was built
     from the same projector file and FORMAT (a checkpoint built from an older projector or layout is rebuilt)."""
-    out = Path(out or default_dir())
-    projector = Path(projector or PROJECTOR)
-    digest = f"{hashlib.sha256(projector.read_bytes()).hexdigest()} format {FORMAT}"
+    return write_build(NAME, out, Path(projector or PROJECTOR), FORMAT, force, assemble)
+
+
+def write_build(name: str, out: Path | None, weights: Path, fmt: int, force: bool, assemble_from) -> Path:
+    """Write `assemble_from(weights)`'s model and processor to `out` (default cache_dir()/name) unless a build from
+    the same weights file and format is there; a folder holding anything else is refused, never overwritten."""
+    out = Path(out or cache_dir() / name)
+    digest = f"{hashlib.sha256(weights.read_bytes()).hexdigest()} format {fmt}"
     stamp = out / "projector.sha256"
     if (out / "model.safetensors").exists() and not force and stamp.exists() and stamp.read_text() == digest:
         return out
@@ -86,10 +87,10 @@ def build(out: Path | None = None, projector: Path | None = None, force: bool = 
         from ..errors import PatchlabError
 
         raise PatchlabError(
-            f"{out} holds files that are not a patchlab-mini build (no projector.sha256 stamp)",
+            f"{out} holds files that are not a {name} build (no projector.sha256 stamp)",
             "pass a new or empty folder as --out: patchlab replaces only checkpoints it built",
         )
-    model, processor = assemble(projector)
+    model, processor = assemble_from(weights)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

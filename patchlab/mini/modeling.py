@@ -107,6 +107,10 @@ class EncodedAudio:
     def tokens(self) -> int:
         return self.stacked.shape[0] + (self.language is not None)
 
+    def expand(self, text: str, placeholder: str) -> str:
+        """The prompt with its one placeholder expanded to one per audio token."""
+        return text.replace(placeholder, placeholder * self.tokens)
+
 
 class PatchlabMiniPreTrainedModel(PreTrainedModel):
     config_class = PatchlabMiniConfig

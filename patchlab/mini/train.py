@@ -1,7 +1,9 @@
-"""Train patchlab-mini's projector (encoder and LLM frozen) on synthetic attribute questions.
+"""Train the connector of patchlab-mini (an MLP projector) or patchlab-mini-qformer (a Q-Former) on synthetic
+attribute questions; Whisper and the LLM stay frozen.
 
-Encoder outputs (and Whisper's language ID) are computed once per clip and cached; only the projector gets
-gradients. Language clips whose language Whisper's own language ID does not recognize are left out.
+The frozen audio side is computed once per clip and cached; only the connector gets gradients. patchlab-mini leaves
+out language clips whose language Whisper's own language ID does not recognize; patchlab-mini-qformer gives them a
+text in their language as transcription (see `qformer_build.language_texts`).
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -19,22 +23,35 @@ from ..data import build_prompt, load_audio, load_track, tracks, verbalize
 from ..data.sakura import Sample
 from ..io import write_json
 from ..models.base import Prompt
-from .modeling import EncodedAudio
 
 TRAIN_FORMATS = ("mc", "qa", "direct")
 
 
 @dataclass
 class Example:
-    audio: EncodedAudio  # frozen encoder output (and Whisper's language ID)
+    audio: Any  # the frozen audio side of one clip (EncodedAudio, TappedAudio): `.tokens`, `.expand(text, token)`
     prompt: Prompt
     target: str
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What differs between the two small models' training: how to assemble it, which part learns, how the frozen
+    audio side is cached and which clips are kept, how cached clips become embeddings, where the weights go."""
+
+    family: str
+    assemble: Callable  # (random connector, seed) -> (model, processor)
+    connector: Callable  # model -> the trained module
+    prepare: Callable  # (model, processor, samples) -> ({path: cached clip}, kept samples, log entries)
+    embed: Callable  # (model, input_ids, cached clips) -> input embeddings
+    weights: str  # file name of the trained weights
+    save_dtype: torch.dtype = torch.float32
 
 
 def encode_clips(model, processor, samples: list[Sample], batch: int = 8, desc: str = "encoding audio") -> dict:
     """The frozen audio side per distinct clip (keyed by content hash), computed once: stacked Whisper frames and
     Whisper's language-ID distribution."""
-    out: dict[str, EncodedAudio] = {}
+    out: dict = {}
     keyed, key_of = {}, {}
     for s in samples:
         audio = load_audio(s.path, rate=processor.feature_extractor.sampling_rate, max_seconds=30)
@@ -85,12 +102,12 @@ def examples(samples: list[Sample], encoded: dict, formats=TRAIN_FORMATS) -> lis
     return out
 
 
-def collate(model, processor, adapter, batch: list[Example]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate(model, processor, adapter, batch: list[Example], embed: Callable | None = None):
     """Right-padded input embeddings, attention mask and label ids (-100 except on the answer tokens)."""
     tok = processor.tokenizer
     rows, labels = [], []
     for ex in batch:
-        text = adapter.chat_text(ex.prompt).replace("<|AUDIO|>", "<|AUDIO|>" * ex.audio.tokens)
+        text = ex.audio.expand(adapter.chat_text(ex.prompt), "<|AUDIO|>")
         ids = tok(text, add_special_tokens=False).input_ids
         target = tok(ex.target, add_special_tokens=False).input_ids
         rows.append(ids + target)
@@ -100,8 +117,52 @@ def collate(model, processor, adapter, batch: list[Example]) -> tuple[torch.Tens
     input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     label_ids = torch.tensor([la + [-100] * (width - len(la)) for la in labels])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    embeds = model.model.embed(input_ids, [ex.audio for ex in batch])  # checks placeholders = audio tokens
+    clips = [ex.audio for ex in batch]
+    embeds = (embed or _embed_mini)(model, input_ids, clips)  # checks placeholders = audio tokens
     return embeds, mask, label_ids
+
+
+def _embed_mini(model, input_ids: torch.Tensor, clips: list) -> torch.Tensor:
+    return model.model.embed(input_ids, clips)
+
+
+def _prepare_mini(model, processor, samples: list[Sample]) -> tuple[dict, list[Sample], dict]:
+    encoded = encode_clips(model, processor, samples)
+    kept = recognized_languages(samples, encoded)
+    return encoded, kept, dict(dropped_unrecognized_language=len(samples) - len(kept))
+
+
+def _prepare_qformer(model, processor, samples: list[Sample]) -> tuple[dict, list[Sample], dict]:
+    from .qformer_build import encode_tapped, language_texts
+
+    clips, replaced = language_texts(samples, encode_tapped(model, processor, samples))
+    return clips, samples, dict(language_clips_given_a_text=replaced)
+
+
+def recipes() -> dict[str, Recipe]:
+    """The two trainable small models, by name."""
+    from .build import assemble
+    from .qformer_build import assemble_qformer
+
+    return {
+        "patchlab-mini": Recipe(
+            "patchlab_mini",
+            lambda random, seed: assemble(random_projector=random, seed=seed),
+            lambda m: m.model.multi_modal_projector,
+            _prepare_mini,
+            _embed_mini,
+            "projector.safetensors",
+        ),
+        "patchlab-mini-qformer": Recipe(
+            "patchlab_mini_qformer",
+            lambda random, seed: assemble_qformer(random_connector=random, seed=seed),
+            lambda m: m.model.connector,
+            _prepare_qformer,
+            lambda m, ids, clips: m.model.embed_clips(ids, clips),
+            "connector.safetensors",
+            torch.float16,
+        ),
+    }
 
 
 def answer_loss(model, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -121,60 +182,59 @@ def train(
     seed: int = 0,
     limit: int | None = None,
     device: str = "cpu",
+    model_name: str = "patchlab-mini",
 ) -> dict:
-    """Train the projector; writes out/projector.safetensors and out/train.json (loss curve, settings)."""
+    """Train the connector; writes out/<weights>.safetensors and out/train.json (loss curve, settings)."""
     from safetensors.torch import save_file
 
     from ..models.registry import ADAPTERS
-    from .build import assemble
 
+    recipe = recipes()[model_name]
     torch.manual_seed(seed)
     random.seed(seed)
-    model, processor = assemble(random_projector=True, seed=seed)
+    model, processor = recipe.assemble(True, seed)
     model.to(device)
     for p in model.parameters():
         p.requires_grad_(False)
-    projector = model.model.multi_modal_projector
-    for p in projector.parameters():
+    connector = recipe.connector(model)
+    for p in connector.parameters():
         p.requires_grad_(True)
     samples = [s for t in tracks(data) for s in load_track(data, t, limit=limit)]
-    encoded = encode_clips(model, processor, samples)
-    kept = recognized_languages(samples, encoded)
-    pool = examples(kept, encoded)
-    adapter = ADAPTERS["patchlab_mini"]
-    opt = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=0.01)
+    cached, kept, notes = recipe.prepare(model, processor, samples)
+    pool = examples(kept, cached)
+    adapter = ADAPTERS[recipe.family]
+    opt = torch.optim.AdamW(connector.parameters(), lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
     )
     rng = random.Random(seed)
     losses = []
-    bar = tqdm(range(steps), desc="training projector")
+    bar = tqdm(range(steps), desc=f"training {model_name}'s connector")
     for _ in bar:
         batch = rng.sample(pool, min(batch_size, len(pool)))
-        embeds, mask, labels = collate(model, processor, adapter, batch)
+        embeds, mask, labels = collate(model, processor, adapter, batch, recipe.embed)
         loss = answer_loss(model, embeds.to(device), mask.to(device), labels.to(device))
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(projector.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(connector.parameters(), 1.0)
         opt.step()
         sched.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in projector.state_dict().items()},
-        str(out / "projector.safetensors"),
-    )
+    state = {k: v.detach().cpu().to(recipe.save_dtype).contiguous() for k, v in connector.state_dict().items()}
+    save_file(state, str(out / recipe.weights))
     log = dict(
+        model=model_name,
         data=str(data),
         steps=steps,
         batch_size=batch_size,
         lr=lr,
         seed=seed,
         clips=len(kept),
-        dropped_unrecognized_language=len(samples) - len(kept),
+        **notes,
         examples=len(pool),
         losses=losses,
     )

@@ -23,6 +23,7 @@ from ..errors import PatchlabError
 from ..regions import Regions
 from .base import Adapter, Prompt
 from .remote import remote_code_refused
+from .transcript import fit_transcript, transcript_tokens
 
 SYSTEM = "You are a helpful voice assistant."  # the system turn of DeSTA2's own usage example
 AUDIO_MARK = "<patchlab-audio-path>"  # stands for the audio path in the messages; process_text splits on it
@@ -188,14 +189,13 @@ class Desta2Adapter(Adapter):
         inputs, position = d.process_text(messages(prompt), AUDIO_MARK, transcription)
         ids = inputs.input_ids[0].tolist()
         # the transcription's tokens: those whose characters fall in it (process_text puts it after the audio turn)
-        lo = context.index(AUDIO_MARK)
-        spans = tok(context.replace(AUDIO_MARK, transcription), return_offsets_mapping=True)["offset_mapping"]
-        heard = [i for i, (a, b) in enumerate(spans) if b > a and a < lo + len(transcription) and b > lo]
-        at = heard[0] if heard else next(i for i, (a, b) in enumerate(spans) if b > a and a >= lo)
+        heard, at = transcript_tokens(
+            tok, context.replace(AUDIO_MARK, transcription), context.index(AUDIO_MARK), transcription
+        )
         if prompt.prefix:
             ids += tok(prompt.prefix, add_special_tokens=False).input_ids
         if like is not None and len(heard) != len(like.transcript):
-            ids, heard = _fit(ids, heard, at, len(like.transcript), tok)
+            ids, heard = fit_transcript(ids, heard, at, len(like.transcript), tok)
         n = d.speech_perception.connector.cfg.prompt_size
         full = ids[:position] + [lalm.audio_token_id] * n + ids[position:]
         shift = lambda i: i if i < position else i + n  # noqa: E731
@@ -210,12 +210,3 @@ class Desta2Adapter(Adapter):
 
         write_tiny(tokenizer, Path(out_dir), LLAMA3_TEMPLATE)
 
-
-def _fit(ids: list[int], heard: list[int], at: int, n: int, tok: Any) -> tuple[list[int], list[int]]:
-    """A paired (corrupted) run's transcription (its tokens `heard`, starting at `at`) cut or padded with '.' to `n`
-    tokens, so its positions line up with the clean run's: the words differ, the token count does not."""
-    filler = tok(".", add_special_tokens=False).input_ids[-1]
-    words = [ids[i] for i in heard][:n]
-    words += [filler] * (n - len(words))
-    rest = ids[heard[-1] + 1 :] if heard else ids[at:]
-    return ids[:at] + words + rest, list(range(at, at + n))

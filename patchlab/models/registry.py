@@ -16,6 +16,7 @@ from .desta2 import Desta2Adapter
 from .glm_asr import GlmAsrAdapter
 from .granite_speech import GraniteSpeechAdapter
 from .mini import MiniAdapter
+from .mini_qformer import MiniQformerAdapter
 from .music_flamingo import MusicFlamingoAdapter
 from .qwen2_5_omni import Qwen25OmniAdapter
 from .qwen2_audio import Qwen2AudioAdapter
@@ -37,6 +38,7 @@ ADAPTERS: dict[str, Adapter] = {
         Qwen3AsrAdapter(),
         Qwen3OmniMoeAdapter(),
         MiniAdapter(),
+        MiniQformerAdapter(),
         QwenAudioAdapter(),
         Desta2Adapter(),
     )
@@ -107,6 +109,10 @@ def load(
         from ..mini.build import build
 
         path_or_id = build()  # converts the parts and assembles the checkpoint on first use
+    elif str(path_or_id) in ("patchlab-mini-qformer", "patchlab_mini_qformer"):
+        from ..mini.qformer_build import build_qformer
+
+        path_or_id = build_qformer()
     if str(path_or_id).startswith("~"):
         path_or_id = Path(path_or_id).expanduser()
     path = Path(path_or_id)
