@@ -7,6 +7,7 @@ zeros of the same length; text: a cue word swapped for another of the same token
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,9 +126,10 @@ def text_swap(lalm: HookedLALM, prompt: Prompt, old: str, new: str) -> Prompt:
         raise PatchlabError(
             f"cue {old!r} is {n_old} tokens but {new!r} is {n_new}", "pick a replacement with the same token count"
         )
-    if old not in prompt.instruction + prompt.prefix:
+    word = re.compile(rf"(?<!\w){re.escape(old)}(?!\w)")  # the word itself: 'male' is not swapped inside 'female'
+    if not word.search(prompt.instruction + "\n" + prompt.prefix):
         raise PatchlabError(f"cue {old!r} does not occur in the prompt", "put the cue word in the prompt first")
-    return Prompt(prompt.instruction.replace(old, new), prompt.prefix.replace(old, new))
+    return Prompt(word.sub(new, prompt.instruction), word.sub(new, prompt.prefix))
 
 
 def audio_embedding_noise(lalm: HookedLALM, batch: Batch, scale: float, rng: np.random.Generator) -> torch.Tensor:

@@ -11,12 +11,15 @@ from .lens import critical_layer
 
 
 def lens_verdict(track: str, fmt: str, per: pd.DataFrame, n_labels: int) -> stats.Verdict:
-    """The answer is decodable (argmax over the label set is right) at the final position of the last layer."""
+    """The answer is decodable (argmax over the label set is right) at the final position of the last layer, more
+    often than a constant guess would be: the baseline is the larger of 1/|Y| and the most frequent label's share
+    of the clips (a model that cannot hear and always names the majority label scores exactly that)."""
     last = per[(per.position == "final") & (per.layer == per.layer.max())]
+    prior = last["label"].value_counts(normalize=True).max() if "label" in last and len(last) else 0.0
     return stats.above_chance(
-        f"{track} [{fmt}]: the label is decodable above chance at the final position, last layer",
+        f"{track} [{fmt}]: the label is decodable at the final position, last layer, above a constant guess",
         last["correct"].to_numpy() > 0.5,
-        1.0 / n_labels,
+        max(1.0 / n_labels, float(prior)),
     )
 
 

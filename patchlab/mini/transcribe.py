@@ -6,11 +6,15 @@ is Whisper's own language ID (the most likely of its 99 language tokens after th
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.models.whisper.modeling_whisper import WhisperDecoder
+
+_CACHE_ARG = "cache" if "cache" in inspect.signature(WhisperDecoder.forward).parameters else "past_key_values"
 
 
 class WhisperTranscriber(nn.Module):
@@ -31,7 +35,7 @@ class WhisperTranscriber(nn.Module):
 
     def _logits(self, ids: torch.Tensor, encoder_hidden: torch.Tensor, cache) -> torch.Tensor:
         h = self.decoder(
-            input_ids=ids, encoder_hidden_states=encoder_hidden, past_key_values=cache, use_cache=True
+            input_ids=ids, encoder_hidden_states=encoder_hidden, use_cache=True, **{_CACHE_ARG: cache}
         ).last_hidden_state[:, -1]
         return (h @ self.decoder.embed_tokens.weight.T).float()  # Whisper's output layer is its token table
 

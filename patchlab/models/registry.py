@@ -100,11 +100,13 @@ def load(
     device_map: Any = None,
     attn_implementation: str = "sdpa",
     trust_remote_code: bool = False,
+    variant: str | None = None,
 ) -> HookedLALM:
     """Load a checkpoint (local directory, hub id, or "patchlab-mini") with its real processor, as a HookedLALM.
 
     `trust_remote_code=True` lets families whose code ships with the checkpoint (Qwen-Audio) or is the user's own
-    package (DeSTA2) run it."""
+    package (DeSTA2) run it. `variant`: a known-truth variant made by surgery ('blocked:K', 'deaf'; see
+    patchlab.variants)."""
     if str(path_or_id) in ("patchlab-mini", "patchlab_mini"):
         from ..mini.build import build
 
@@ -113,6 +115,10 @@ def load(
         from ..mini.qformer_build import build_qformer
 
         path_or_id = build_qformer()
+    if variant:
+        from ..variants import parse_variant
+
+        parse_variant(variant)  # a typo is refused before the model loads
     if str(path_or_id).startswith("~"):
         path_or_id = Path(path_or_id).expanduser()
     path = Path(path_or_id)
@@ -161,7 +167,12 @@ def load(
     if device_map is None:
         model = model.to(device)
     check_weights(model, str(path_or_id))
-    return HookedLALM(model, adapter.processor(str(path_or_id), model), adapter, source=str(path_or_id))
+    lalm = HookedLALM(model, adapter.processor(str(path_or_id), model), adapter, source=str(path_or_id))
+    if variant:
+        from ..variants import make_variant
+
+        make_variant(lalm, variant)
+    return lalm
 
 
 def check_weights(model: torch.nn.Module, where: str) -> None:
