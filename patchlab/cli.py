@@ -261,7 +261,7 @@ def _print_summary(summary: dict) -> None:
         line = [f"{track:9s}"]
         for fmt, lens in t.get("lens", {}).items():
             crit = lens["critical_layer"]
-            crit = f"{crit:.1f}" if math.isfinite(crit) else "none (never above chance)"
+            crit = f"{crit:.1f}" if crit is not None and math.isfinite(crit) else "none (never above chance)"
             line.append(f"lens[{fmt}] acc {lens['accuracy_last_layer']:.2f} critical layer {crit}")
         if "grounding" in t:
             g = t["grounding"]

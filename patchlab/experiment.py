@@ -31,6 +31,8 @@ DTYPES = ("float32", "float64", "bfloat16", "float16")
 class Experiment:
     name: str
     model: str = "patchlab-mini"
+    models: list[str] | None = None  # several models on the same clips: each run under out/models/, then compared
+    variant: str | None = None  # a known-truth variant of the model, made by surgery ('blocked:K', 'deaf')
     data: str = "../shared/sakura"
     tracks: list[str] = field(default_factory=lambda: ["Gender"])
     analyses: list[str] = field(default_factory=lambda: ["lens", "patch", "ground"])
@@ -115,6 +117,8 @@ class _Knockout(_Section):
 class _Config(_Section):
     name: str = Field(min_length=1)
     model: str = Field("patchlab-mini", min_length=1)
+    models: list[str] | None = Field(None, min_length=2)
+    variant: str | None = None
     data: str = Field("../shared/sakura", min_length=1)
     tracks: list[str] = Field(default_factory=lambda: ["Gender"], min_length=1)
     analyses: list[Literal[ANALYSES]] = Field(default_factory=lambda: ["lens", "patch", "ground"], min_length=1)  # type: ignore[valid-type]

@@ -29,7 +29,7 @@ from .experiment import Experiment, from_dict
 from .io import read_table, write_json
 from .outdir import claim
 
-RUN_ENTRIES = {"run.json", "shards", "tables", "plots", "summary.json", "report.html"}  # what a run writes
+RUN_ENTRIES = {"run.json", "shards", "tables", "plots", "summary.json", "report.html", "models"}  # what a run writes
 _MODELS: dict = {}  # one model replica per process (a Ray worker keeps its own)
 
 
@@ -78,7 +78,7 @@ def model_for(exp: Experiment):
     """The process's model replica for this experiment (loaded once)."""
     from .models import load
 
-    key = (exp.model, exp.device, exp.dtype, exp.device_map)
+    key = (exp.model, exp.variant, exp.device, exp.dtype, exp.device_map)
     if key not in _MODELS:
         _MODELS.clear()
         _MODELS[key] = load(
@@ -87,6 +87,7 @@ def model_for(exp: Experiment):
             dtype=exp.dtype,
             device_map=exp.device_map,
             trust_remote_code=exp.trust_remote_code,
+            variant=exp.variant,
         )
     return _MODELS[key]
 
@@ -158,11 +159,14 @@ def check_shard(out: Path, shard: Shard, run_id: str) -> None:
 
 
 def model_fingerprint(model: str) -> str:
-    """What identifies the weights: the committed projector's hash for patchlab-mini, else the checkpoint's files."""
-    if model == "patchlab-mini":
+    """What identifies the weights: the committed connector's hash for patchlab-mini(-qformer), else the checkpoint's
+    files."""
+    if model in ("patchlab-mini", "patchlab-mini-qformer"):
         from .mini.build import PROJECTOR
+        from .mini.qformer_build import CONNECTOR
 
-        return "patchlab-mini:" + hashlib.sha256(PROJECTOR.read_bytes()).hexdigest()[:16]
+        weights = PROJECTOR if model == "patchlab-mini" else CONNECTOR
+        return f"{model}:" + hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     path = Path(model).expanduser()
     if not path.is_dir():
         return model
@@ -196,7 +200,7 @@ def identity(exp: Experiment) -> dict:
     return {
         "digest": exp.digest(),
         "data_fingerprint": {t: fingerprint(exp.data, t) for t in exp.tracks},
-        "model_fingerprint": model_fingerprint(exp.model),
+        "model_fingerprint": "+".join(model_fingerprint(m) for m in (exp.models or [exp.model])),
         "code_fingerprint": code_fingerprint(),
     }
 
@@ -267,6 +271,8 @@ def run(
         raise PatchlabError(f"unknown executor {executor!r}", "use local or ray")
     shards = plan(exp)  # reads every track's metadata first: bad data is refused before anything is written
     out = claim(out, "run")
+    if exp.models:
+        return _run_models(exp, out, resume, executor, address, small, progress)
     run_id = _start(exp, out, resume, small)
     finished = [s for s in shards if (out / "shards" / s.name / "done").exists()]
     for s in finished:
@@ -283,6 +289,25 @@ def run(
 
         run_ray(config, todo, str(out), address, exp.device, run_id)
     return _finish(exp, out, shards, small)
+
+
+def _run_models(exp: Experiment, out: Path, resume: bool, executor: str, address, small: bool, progress: bool) -> dict:
+    """Each model of `exp.models` a complete run of the same config under out/models/<name>/ (each resumable as any
+    run), then the comparison (patchlab.compare) in `out`."""
+    from .compare import compare, model_slug
+
+    _start(exp, out, resume, small)
+    taken: set[str] = set()
+    runs = {}
+    for model in exp.models:
+        one = dataclasses.replace(exp, model=model, models=None)
+        name = model_slug(model, taken)
+        where = out / "models" / name
+        if progress:
+            print(f"{exp.name}: {model} -> {where}")
+        run(one, where, resume, executor, address, False, progress)
+        runs[name] = where
+    return compare(exp, out, runs, small)
 
 
 def _finish(exp: Experiment, out: Path, shards: list[Shard], small: bool) -> dict:

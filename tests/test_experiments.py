@@ -160,7 +160,8 @@ def test_experiment_config_at_ci_size_matches_its_reference(config, sakura, tmp_
     summary = run(exp, tmp_path, small=True, progress=False)
     ref_file = ROOT / "experiments" / "reference" / f"{config.stem}.json"
     reference = json.loads(ref_file.read_text())
-    moved = [k for k, a, b in _numbers(reference["tracks"], summary["tracks"]) if not _close(a, b)]
+    pinned = {"tracks": reference["tracks"], "comparison": reference.get("comparison", {})}
+    moved = [k for k, a, b in _numbers(pinned, summary) if not _close(a, b)]
     assert not moved, f"{config.name}: numbers moved from {ref_file.name}: {moved[:10]}"
     verdicts = {v["hypothesis"]: v for v in summary["verdicts"]}
     for v in reference["verdicts"]:  # the product: every verdict, its effect, CI, p and n
@@ -214,3 +215,31 @@ def test_separate_runs_of_one_config_merge_into_the_uninterrupted_run(tiny_confi
     lens.write_text(lens.read_text().replace("female", "male", 1))
     with pytest.raises(PatchlabError, match="changed or removed"):
         merge_runs([a, b], tmp_path / "bad2", progress=False)
+
+
+def test_models_key_runs_each_model_then_compares_them_paired_by_clip(tiny_dir, toy_data, tmp_path):
+    """`models: [A, B]`: each model is a complete run under out/models/<name>/ equal to running it alone; the
+    comparison pairs clips and tests B against A; a resume reuses every run, a changed model list is refused."""
+    config = dict(
+        name="pair", models=[str(tiny_dir("qwen2_audio")), str(tiny_dir("patchlab_mini"))], data=str(toy_data),
+        tracks=["Gender"], analyses=["lens", "patch", "ground", "knockout"], limit=4, shard_size=2,
+        ground={"n_boot": 50}, knockout={"layers": [0, 2]}, dtype="float64",
+    )  # fmt: skip
+    out = tmp_path / "pair"
+    summary = run(from_dict(config, "test"), out, progress=False)
+    a_name, b_name = (Path(m).name for m in config["models"])
+    alone = tmp_path / "alone"
+    run(from_dict({**config, "models": None, "model": config["models"][1]}, "test"), alone, progress=False)
+    for t in ("patching", "information_scores", "knockout"):
+        mine, theirs = (pd.read_csv(d / "tables" / f"{t}.csv") for d in (out / "models" / b_name, alone))
+        assert tables_equal(mine, theirs, tol=0), t
+    layers = pd.read_csv(out / "tables" / "compare_grounding_Gender.csv")
+    assert set(layers["model_b"]) == {b_name} and (layers["n"] == 4).all()
+    hyps = [v["hypothesis"] for v in summary["verdicts"]]
+    assert f"Gender: {b_name} keeps the answer in its audio positions deeper than {a_name}" in " ".join(hyps)
+    assert all(v["verdict"] == "inconclusive" for v in summary["verdicts"])  # 4 clips: never a verdict
+    assert (out / "report.html").exists() and (out / "plots" / "compare_grounding_Gender.png").exists()
+    again = run(from_dict(config, "test"), out, resume=True, progress=False)
+    assert again["verdicts"] == summary["verdicts"]
+    with pytest.raises(PatchlabError, match="different config"):
+        run(from_dict({**config, "models": config["models"][::-1]}, "test"), out, resume=True, progress=False)

@@ -212,3 +212,37 @@ def encoder_decoder(
     bx.set_xlabel("decoder layer")
     fig.suptitle(f"{title}\n(probe: {BAND.replace('of the mean ', '')})", fontsize=10)
     return _save(fig, path)
+
+
+def compare_grounding(layers: pd.DataFrame, models: list[str], path: str | Path, title: str = "") -> Path:
+    """Left: each model's mean Delta per region against layer (solid: the first model, dashed: the others). Right:
+    the paired difference of Delta_audio (other - first) with its 95% bootstrap CI; filled markers where the
+    Holm-corrected p <= 0.05."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.6))
+    styles = ["-", "--", ":", "-."]
+    for i, model in enumerate(models):
+        rows = layers[layers["model_b"] == model] if i else layers[layers["model_b"] == layers["model_b"].iloc[0]]
+        for region in ("audio", "transcript", "text", "final"):
+            col = f"delta_{region}[{model}]"
+            if col in rows and rows[col].notna().any():
+                ax.plot(rows["layer"], rows[col], styles[i % 4], marker="o", ms=2.5, color=REGION_COLORS[region],
+                        label=f"Δ {region}, {model}")  # fmt: skip
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("layer patched")
+    ax.set_ylabel(RESTORED)
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    for model, g in layers.groupby("model_b", sort=False):
+        bx.plot(g["layer"], g["delta_audio_b_minus_a"], color=REGION_COLORS["audio"], lw=1)
+        bx.fill_between(g["layer"], g["lo"], g["hi"], alpha=0.15, color=REGION_COLORS["audio"])
+        sig = g["p_holm"] <= 0.05
+        bx.scatter(g["layer"][sig], g["delta_audio_b_minus_a"][sig], color=REGION_COLORS["audio"], s=14, zorder=3,
+                   label=f"{model} − {g['model_a'].iloc[0]}: Holm p ≤ 0.05")  # fmt: skip
+        bx.scatter(g["layer"][~sig], g["delta_audio_b_minus_a"][~sig], facecolors="none", s=14,
+                   edgecolors=REGION_COLORS["audio"], zorder=3)  # fmt: skip
+    bx.axhline(0, color="grey", lw=0.5)
+    bx.set_xlabel("layer patched")
+    bx.set_ylabel("paired difference of Δ audio")
+    bx.plot([], [], " ", label=f"{BAND} (n={int(layers['n'].max()) if len(layers) else 0})")
+    bx.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -1,0 +1,180 @@
+"""Cross-model comparison: the same clips, prompts and corruption run on several models (config key `models`), each
+model a complete run of its own under out/models/<name>/, then compared clip by clip.
+
+Per track and per pair of models (the first model against each other), paired by clip:
+- where the label is read out: each clip's critical layer at the final position (relative depth, 0 = first layer,
+  1 = last), the difference tested;
+- how deep the audio positions carry the answer: each clip's mean Delta_audio over the patched layers ("audio
+  depth"; a model that fuses late keeps it high, one that fuses progressively lets it fall), the difference tested,
+  and per layer the difference of Delta_audio with Holm-corrected p (tables/compare_grounding_<track>.csv);
+- for a model with a transcript region (an ASR front end's words in the prompt): whether the transcript restores
+  more of the answer than the audio at the first patched layer;
+- knockout curves of each model side by side (tables/compare_knockout_<track>.csv).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .data import load_track
+from .errors import PatchlabError
+from .experiment import Experiment
+from .grounding import grounding
+from .io import read_table, write_json, write_table
+from .lens import clip_critical_layers
+
+
+def model_slug(model: str, taken: set[str]) -> str:
+    """A folder name for a model (its folder's name, or the name it is loaded by), unique among `taken`."""
+    base = "".join(c if c.isalnum() or c in "-_." else "-" for c in (Path(model).name or model)) or "model"
+    name, i = base, 2
+    while name in taken:
+        name, i = f"{base}-{i}", i + 1
+    taken.add(name)
+    return name
+
+
+def _per_clip(exp: Experiment, run: Path, track: str) -> pd.DataFrame:
+    """One row per clip of `track` in one model's run: relative critical layer, audio depth, first-layer Deltas."""
+    tables = run / "tables"
+    out = pd.DataFrame()
+    lens_file = tables / "lens_per_sample.csv"
+    if lens_file.exists():
+        per = read_table(lens_file)
+        per = per[per.track == track]
+        if len(per):
+            per = per[per.format == (exp.prompt if exp.prompt in set(per.format) else per.format.iloc[0])]
+            n_labels = len({s.label for s in load_track(exp.data, track)})
+            lens = exp.lens
+            clips = clip_critical_layers(per, n_labels, lens.get("alpha", 0.2), lens.get("weight", "excess"))
+            top = max(1, int(per["layer"].max()))
+            out = clips[["sample", "critical_layer"]].assign(critical_depth=clips["critical_layer"] / top)
+    patch_file = tables / "patching.csv"
+    if patch_file.exists():
+        if track in set(read_table(patch_file)["track"]):
+            g = _ground_per_clip(exp, run, track)
+            top = max(1, int(g["layer"].max()))
+            depth = g.groupby("sample")["delta_audio"].mean().rename("audio_depth")
+            first = g[g.layer == g.layer.min()].set_index("sample")
+            cols = [c for c in ("delta_audio", "delta_transcript", "delta_text", "delta_final") if c in first]
+            first = first[cols].add_suffix("_first")
+            ground = pd.concat([depth, first], axis=1).rename_axis("sample").reset_index()
+            ground["top_layer"] = top
+            out = ground if out.empty else out.merge(ground, on="sample", how="outer")
+    return out
+
+
+def _paired_rows(a: pd.DataFrame, b: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
+    both = a[["sample", col]].merge(b[["sample", col]], on="sample", suffixes=("_a", "_b")).dropna()
+    return both[f"{col}_b"].to_numpy(float), both[f"{col}_a"].to_numpy(float)
+
+
+def _ground_per_clip(exp: Experiment, run: Path, track: str) -> pd.DataFrame:
+    t = read_table(run / "tables" / "patching.csv")
+    t = t[t.track == track]
+    metric, tol = exp.ground.get("metric", "logit_diff"), exp.ground.get("tol", 0.05)
+    return grounding(t, metric, tol, n_boot=10, drop_unchanged=True).per_sample
+
+
+def _layer_table(exp: Experiment, runs: dict[str, Path], track: str, names: list[str]) -> pd.DataFrame:
+    """Per layer: each model's mean Delta per region, and B - A of Delta_audio paired by clip (two-sided sign-flip
+    p, Holm-corrected over the layers)."""
+    per = {name: _ground_per_clip(exp, runs[name], track) for name in names}
+    a_name, rows = names[0], []
+    for b_name in names[1:]:
+        a, b = per[a_name], per[b_name]
+        for layer in sorted(set(a.layer) & set(b.layer)):
+            x, y = a[a.layer == layer], b[b.layer == layer]
+            bb, aa = _paired_rows(x, y, "delta_audio")
+            d = bb - aa
+            lo, hi = stats.bootstrap_mean_ci(d, seed=exp.seed)
+            row = {"layer": int(layer), "model_a": a_name, "model_b": b_name, "n": int(d.size),
+                   "delta_audio_b_minus_a": float(d.mean()) if d.size else float("nan"), "lo": lo, "hi": hi,
+                   "p": stats.sign_flip_p(d, "two-sided", seed=exp.seed)}  # fmt: skip
+            for name, g in ((a_name, x), (b_name, y)):
+                for col in ("delta_audio", "delta_transcript", "delta_text", "delta_final"):
+                    if col in g:
+                        row[f"{col}[{name}]"] = float(g[col].mean())
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["p_holm"] = stats.holm(table["p"].to_numpy())
+    return table
+
+
+def compare(exp: Experiment, out: Path, runs: dict[str, Path], small: bool) -> dict:
+    """Compare the finished runs `runs` (model's short name -> run folder); writes tables, plots, summary.json and
+    report.html into `out`."""
+    from .report import build_report, plots
+
+    names = list(runs)
+    summaries = {}
+    for name, run in runs.items():
+        try:
+            summaries[name] = json.loads((run / "summary.json").read_text())
+        except (OSError, ValueError):
+            raise PatchlabError(
+                f"the run of {name} in {run} did not finish", "run the config again with --resume"
+            ) from None
+    tested: list[tuple[str, stats.Verdict]] = []
+    figures: list[tuple[str, Path]] = []
+    summary: dict = {"name": exp.name, "models": names, "data": exp.data, "small": small, "seed": exp.seed,
+                     "random_weights": any(s.get("random_weights") for s in summaries.values()),
+                     "tracks": {}, "comparison": {}}  # fmt: skip
+    a = names[0]
+    for track in exp.tracks:
+        clips = {name: _per_clip(exp, runs[name], track) for name in names}
+        comp: dict = {"per_model": {}}
+        for name in names:
+            c = clips[name]
+            comp["per_model"][name] = {
+                col: float(c[col].mean()) for col in c.columns if col != "sample" and len(c) and c[col].notna().any()
+            }
+            summary["tracks"][f"{track} · {name}"] = summaries[name]["tracks"].get(track, {})
+            if "delta_transcript_first" in c:
+                x, y = c["delta_transcript_first"].to_numpy(float), c["delta_audio_first"].to_numpy(float)
+                tested.append((track, stats.paired(
+                    f"{track}, {name}: at the first patched layer the transcript restores more of the answer than "
+                    "the audio", x, y, seed=exp.seed)))  # fmt: skip
+        for b in names[1:]:
+            if "critical_depth" in clips[a] and "critical_depth" in clips[b]:
+                x, y = _paired_rows(clips[a], clips[b], "critical_depth")
+                tested.append((track, stats.paired(
+                    f"{track}: {b} reads the label out later than {a} (clip critical layer, relative depth)", x, y,
+                    seed=exp.seed)))  # fmt: skip
+            if "audio_depth" in clips[a] and "audio_depth" in clips[b]:
+                x, y = _paired_rows(clips[a], clips[b], "audio_depth")
+                tested.append((track, stats.paired(
+                    f"{track}: {b} keeps the answer in its audio positions deeper than {a} (mean Δ_audio over "
+                    "the patched layers)", x, y, seed=exp.seed)))  # fmt: skip
+        if all((runs[n] / "tables" / "patching.csv").exists() for n in names):
+            layers = _layer_table(exp, runs, track, names)
+            write_table(out / "tables" / f"compare_grounding_{track}.csv", layers)
+            comp["layers"] = layers.to_dict(orient="records")
+            path = plots.compare_grounding(layers, names, out / "plots" / f"compare_grounding_{track}.png",
+                                           f"{track}: Δ per layer, {' vs '.join(names)}")  # fmt: skip
+            figures.append((f"Grounding side by side: {track}", path))
+        knock = [
+            read_table(runs[n] / "tables" / f"knockout_curves_{track}.csv").assign(model=n)
+            for n in names
+            if (runs[n] / "tables" / f"knockout_curves_{track}.csv").exists()
+        ]
+        if knock:
+            table = pd.concat(knock, ignore_index=True)
+            write_table(out / "tables" / f"compare_knockout_{track}.csv", table)
+        summary["comparison"][track] = comp
+    verdicts = stats.decide([v for _, v in tested])
+    rows = [{"track": t, **v.as_row()} for (t, _), v in zip(tested, verdicts)]
+    table = pd.DataFrame(rows)
+    write_table(out / "tables" / "verdicts.csv", table)
+    summary["verdicts"] = rows
+    summary["rests_on"] = summaries[a].get("rests_on", {})
+    write_json(out / "summary.json", summary)
+    build_report(replace(exp, model=" vs ".join(names)), summary, figures, out / "report.html")
+    return summary
