@@ -31,7 +31,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint folder, or patchlab-mini (the embedded default)")
+    p.add_argument(
+        "--model", required=True, help="checkpoint folder, patchlab-mini (the default model) or patchlab-mini-qformer"
+    )
     p.add_argument("--data", required=True, help="folder in SAKURA's layout (Track/metadata.csv, Track/audio/)")
     p.add_argument("--track", required=True, help="track name, e.g. Gender")
     p.add_argument(
@@ -55,6 +57,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="float32",
         choices=["float32", "float64", "bfloat16", "float16"],
         help="weights and activations (default: %(default)s; float16 can overflow)",
+    )
+    p.add_argument(
+        "--variant", default=None, help="a known-truth variant made by surgery: blocked:K or deaf (docs/known_truth.md)"
     )
     _trust(p)
 
@@ -81,10 +86,10 @@ def positive_int(text: str) -> int:
 def cmd_models(args: argparse.Namespace) -> None:
     from .models import families
 
-    print(f"{'family':16s} {'load as':24s} description")
+    print(f"{'family':22s} {'load as':24s} description")
     for fam, desc in families():
-        how = "patchlab-mini" if fam == "patchlab_mini" else "a checkpoint folder"
-        print(f"{fam:16s} {how:24s} {desc}")
+        how = fam.replace("_", "-") if fam in ("patchlab_mini", "patchlab_mini_qformer") else "a checkpoint folder"
+        print(f"{fam:22s} {how:24s} {desc}")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -124,12 +129,14 @@ def cmd_lens(args: argparse.Namespace) -> None:
 
     samples = load_track(args.data, args.track, args.limit, args.seed)
     out = claim(args.out, "lens")
-    settings = ("track", "prompt", "label_space", "limit", "seed", "dtype", "last_text", "audio_bins")
+    settings = ("track", "prompt", "label_space", "limit", "seed", "dtype", "last_text", "audio_bins", "variant")
     ident = identity({k: getattr(args, k) for k in settings}, args.data, [args.track], args.model)
     journal = Journal(out, ident)
     if journal.done:
         print(f"resuming: {len(journal.done)} of {len(samples)} clips done in {out}")
-    lalm = load(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    lalm = load(
+        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, variant=args.variant
+    )
     res = lens(
         lalm,
         samples,

@@ -20,7 +20,9 @@ def run_patch_command(args: argparse.Namespace) -> None:
     samples = load_track(args.data, args.track, args.limit, args.seed)
     pool = load_track(args.data, args.track)
     out = claim(args.out, "patch")
-    lalm = load(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    lalm = load(
+        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, variant=args.variant
+    )
     labels = label_set(lalm, track_labels(args.data, args.track), args.prompt, args.label_space)
     pairs = [make_pair(lalm, s, args.corruption, args.prompt, labels.index(s.label), pool, args.seed) for s in samples]
     if args.method == "atp":
@@ -100,6 +102,7 @@ def _about(args: argparse.Namespace, lalm, labels, pairs) -> dict:
     """What every `patch` summary records: the model, track, prompt, corruption, labels, clips and seeds."""
     return {
         "model": args.model,
+        "variant": args.variant,
         "random_weights": lalm.is_random,
         "track": args.track,
         "prompt": args.prompt,
