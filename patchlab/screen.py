@@ -5,9 +5,12 @@ For each clip and layer, a region's AtP estimate of its restoration is the sum o
 (a_clean - a_corrupt) . d logit_diff / d a at resid_pre (one corrupted forward and one backward per clip), divided
 by clean - corrupt: the first-order version of exactly what real region patching measures. A clip is verified
 (also patched for real) when a hash of (seed, clip id) falls below the verified share: the same clips whatever the
-sharding. Per layer and region the estimate over all clips is the difference estimator
-mean_all(AtP) + mean_verified(real - AtP), unbiased whatever AtP's error, with a normal 95% interval; agreement is
-the Spearman rank correlation and the largest error of AtP against real patching over the verified cells.
+sharding. Per layer and region the estimate over all clips is survey sampling's regression estimator
+mean_verified(real) + b (mean_all(AtP) - mean_verified(AtP)), b the least-squares slope of real on AtP over the
+verified clips: it uses AtP as far as AtP tracks real patching and no further (b = 1 would be the difference
+estimator, which a mis-scaled AtP over 60 audio positions biases; b = 0 the verified clips alone), with a normal
+95% interval from the difference estimator's (larger) standard error. Agreement is the Spearman rank correlation
+and the largest error of AtP against real patching over the verified cells.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def region_atp(lalm: HookedLALM, pair: Pair, label_ids: Sequence[int], regions: 
 
 
 def estimate(atp: pd.DataFrame, real: pd.DataFrame, level: float = 0.95) -> tuple[pd.DataFrame, dict]:
-    """Per (layer, region): the difference estimator over all screened clips and its interval; and the agreement
+    """Per (layer, region): the regression estimator over all screened clips and its interval; and the agreement
     of AtP with real patching over the verified (clip, region, layer) cells."""
     cols = ["sample", "layer", "position"]
     both = atp.merge(real[[*cols, "logit_diff_restored"]], on=cols, how="inner").dropna()
@@ -63,12 +66,16 @@ def estimate(atp: pd.DataFrame, real: pd.DataFrame, level: float = 0.95) -> tupl
     rows = []
     for (layer, region), g in atp.dropna().groupby(["layer", "position"], sort=True):
         v = both[(both.layer == layer) & (both.position == region)]
-        resid = (v["logit_diff_restored"] - v["atp_restored"]).to_numpy()
-        n_all, n_ver = len(g), len(resid)
-        est = g["atp_restored"].mean() + (resid.mean() if n_ver else np.nan)
-        se = np.sqrt(g["atp_restored"].var(ddof=1) / n_all + (resid.var(ddof=1) / n_ver if n_ver > 1 else np.nan))
+        x, y = v["atp_restored"].to_numpy(), v["logit_diff_restored"].to_numpy()
+        n_all, n_ver = len(g), len(y)
+        slope = float(np.cov(x, y)[0, 1] / x.var(ddof=1)) if n_ver > 2 and x.var() > 1e-12 else 0.0
+        est = y.mean() + slope * (g["atp_restored"].mean() - x.mean()) if n_ver else np.nan
+        # the difference estimator's standard error, which the regression estimator's does not exceed; the
+        # regression's own (residual variance) under-covered on the dev split: restorations are heavy-tailed
+        se = np.sqrt(g["atp_restored"].var(ddof=1) / n_all + ((y - x).var(ddof=1) / n_ver if n_ver > 1 else np.nan))
         rows.append(dict(layer=layer, position=region, estimate=est, lo=est - z * se, hi=est + z * se,
-                         atp_mean=g["atp_restored"].mean(), n_screened=n_all, n_verified=n_ver))  # fmt: skip
+                         atp_mean=g["atp_restored"].mean(), slope=slope, n_screened=n_all,
+                         n_verified=n_ver))  # fmt: skip
     err = (both["atp_restored"] - both["logit_diff_restored"]).abs()
     rho = stats.spearmanr(both["atp_restored"], both["logit_diff_restored"]).statistic if len(both) > 2 else np.nan
     agreement = {
