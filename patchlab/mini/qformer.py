@@ -13,11 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import AutoConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaModel
 from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperEncoder
 
-from .modeling import _sub_config
+from .modeling import AudioLMHead, _sub_config
 from .transcribe import WhisperTranscriber
 
 
@@ -189,37 +188,12 @@ class PatchlabQformerModel(PatchlabQformerPreTrainedModel):
         return self.language_model(inputs_embeds=inputs_embeds, **kwargs)
 
 
-class PatchlabQformerForConditionalGeneration(PatchlabQformerPreTrainedModel, GenerationMixin):
+class PatchlabQformerForConditionalGeneration(AudioLMHead, PatchlabQformerPreTrainedModel, GenerationMixin):
     def __init__(self, config: PatchlabQformerConfig) -> None:
         super().__init__(config)
         self.model = PatchlabQformerModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.model.language_model.embed_tokens
-
-    def forward(
-        self,
-        input_ids=None,
-        input_features=None,
-        feature_attention_mask=None,
-        attention_mask=None,
-        inputs_embeds=None,
-        logits_to_keep: int = 0,
-        **kwargs,
-    ) -> CausalLMOutputWithPast:
-        out = self.model(
-            input_ids=input_ids,
-            input_features=input_features,
-            feature_attention_mask=feature_attention_mask,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            **kwargs,
-        )
-        hidden = out.last_hidden_state
-        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-        return CausalLMOutputWithPast(logits=logits, cache=out.cache, hidden_states=out.hidden_states)
 
 
 AutoConfig.register("patchlab_mini_qformer", PatchlabQformerConfig, exist_ok=True)

@@ -209,4 +209,3 @@ class Desta2Adapter(Adapter):
         from .desta2_tiny import write_tiny
 
         write_tiny(tokenizer, Path(out_dir), LLAMA3_TEMPLATE)
-
