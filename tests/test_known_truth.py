@@ -52,10 +52,10 @@ def test_blocked_variant_audio_restores_nothing_from_layer_k(sakura):
     per_layer = grounding(t).per_layer.set_index("layer")
     assert per_layer.loc[[la for la in LAYERS if la >= K], "delta_audio"].abs().max() <= 1e-6
     batch = pairs[0].clean
-    clean = lalm.forward(batch)[0, -1]
+    clean = lalm.forward(batch)[0, -1].float()  # knockout_logits returns float32
     high = knockout_logits(lalm, batch, window_specs(lalm.n_layers, layers=[K, 22]))
     low = knockout_logits(lalm, batch, window_specs(lalm.n_layers, layers=[4]))
-    assert (high - clean).abs().max() <= 1e-6
+    assert (high - clean).abs().max() <= 1e-5  # float32 rounding of logits ~30; from layer 4: ~16
     assert (low - clean).abs().max() > 1e-3
 
 
