@@ -180,6 +180,10 @@ def from_dict(d: dict[str, Any], where: str) -> Experiment:
         raise PatchlabError(f"{where}: unknown key(s) {bad} in 'small'", f"allowed keys: {', '.join(sorted(KEYS))}")
     if small:
         _check({**d, **small, "small": {}}, f"{where} (small)")
+    if d.get("variant"):
+        from .variants import parse_variant
+
+        parse_variant(d["variant"])
     return Experiment(**d)
 
 

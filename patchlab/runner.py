@@ -270,6 +270,12 @@ def run(
     if executor not in ("local", "ray"):
         raise PatchlabError(f"unknown executor {executor!r}", "use local or ray")
     shards = plan(exp)  # reads every track's metadata first: bad data is refused before anything is written
+    for model in exp.models or []:  # a typo in the second model must not cost the first model's whole run
+        if model not in ("patchlab-mini", "patchlab-mini-qformer") and not Path(model).expanduser().is_dir():
+            raise PatchlabError(
+                f"model {model!r} in `models` is neither patchlab-mini(-qformer) nor a checkpoint folder",
+                "give each model as a checkpoint folder (the hub is off here) or by patchlab's own model names",
+            )
     out = claim(out, "run")
     if exp.models:
         return _run_models(exp, out, resume, executor, address, small, progress)

@@ -136,3 +136,14 @@ def test_a_broken_clip_in_a_run_becomes_a_warning_row(tiny_dir, tmp_path):
     lens = pd.read_csv(tmp_path / "out" / "tables" / "lens_per_sample.csv")
     assert sorted(lens["sample"].unique()) == ["c0", "c1", "c2", "c3"]
     assert torch.isfinite(torch.tensor(lens["correct"].to_numpy())).all()
+
+
+def test_a_mistyped_model_in_models_or_variant_is_refused_before_any_work(toy_data, tmp_path):
+    """A typo in the second of several models, or in a variant, is refused before the output folder is made (not
+    after the first model's whole run)."""
+    out = tmp_path / "out"
+    with pytest.raises(PatchlabError, match="'patchlab-mini-qfomer' in `models`"):
+        run(from_dict(dict(name="t", models=["patchlab-mini", "patchlab-mini-qfomer"], data=str(toy_data)), "t"), out)
+    with pytest.raises(PatchlabError, match="unknown model variant 'blokced:3'"):
+        run(from_dict(dict(name="t", variant="blokced:3", data=str(toy_data)), "t"), out)
+    assert not out.exists()
