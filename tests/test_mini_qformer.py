@@ -74,3 +74,16 @@ def test_committed_connector_hears_language_and_some_gender(sakura):
     gender = single_hop_accuracy(lalm, sakura, ["Gender"], limit=40)
     language = single_hop_accuracy(lalm, sakura, ["Language"], limit=32)
     assert language["correct"].mean() >= 0.75 and gender["correct"].mean() >= 0.5
+
+
+def test_transcription_is_decoded_once_per_clip(tiny_q, sakura, monkeypatch):
+    """Preparing the same clip again reuses its transcription (one greedy decode), and gives the same inputs."""
+    s = load_track(sakura, "Gender", limit=2)[1]
+    wave = load_audio(s.path, 16000)
+    first = tiny_q.prepare(wave, 16000, "What is the speaker's gender?")
+    calls = []
+    real = type(tiny_q.model.model).transcriber
+    monkeypatch.setattr(type(tiny_q.model.model), "transcriber", lambda self: calls.append(1) or real(self))
+    again = tiny_q.prepare(wave, 16000, "What is the speaker's gender? Answer in one word.")
+    assert not calls and again.regions[0].transcript == first.regions[0].transcript
+    assert torch.equal(again.tensors["input_features"], first.tensors["input_features"])
