@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .errors import PatchlabError
-
-SMALL_MODELS = ("patchlab-mini", "patchlab-mini-qformer")  # the two small models patchlab trains itself
+from .mini import SMALL_MODELS
 
 
 class Parser(argparse.ArgumentParser):
@@ -197,11 +196,9 @@ def cmd_mini(args: argparse.Namespace) -> None:
         print(f"loss {log['losses'][0]:.3f} -> {sum(tail) / len(tail):.3f} (mean of the last {len(tail)} steps)")
         print(f"connector -> {Path(args.out) / recipes()[args.model].weights}")
     elif args.mini_cmd == "build":
-        from .mini.build import build
-        from .mini.qformer_build import build_qformer
+        from .mini import small_model
 
-        make = build if args.model == "patchlab-mini" else build_qformer
-        print(f"{args.model} checkpoint -> {make(args.out, args.projector, force=True)}")
+        print(f"{args.model} checkpoint -> {small_model(args.model)[1](args.out, args.projector, force=True)}")
     elif args.mini_cmd == "eval":
         from .answer import accuracy_table, confusion, single_hop_accuracy
         from .data import tracks

@@ -27,6 +27,7 @@ from . import __version__
 from .errors import PatchlabError
 from .experiment import Experiment, from_dict
 from .io import read_table, write_json
+from .mini import SMALL_MODELS, small_model
 from .outdir import claim
 
 RUN_ENTRIES = {"run.json", "shards", "tables", "plots", "summary.json", "report.html", "models"}  # what a run writes
@@ -161,12 +162,8 @@ def check_shard(out: Path, shard: Shard, run_id: str) -> None:
 def model_fingerprint(model: str) -> str:
     """What identifies the weights: the committed connector's hash for patchlab-mini(-qformer), else the checkpoint's
     files."""
-    if model in ("patchlab-mini", "patchlab-mini-qformer"):
-        from .mini.build import PROJECTOR
-        from .mini.qformer_build import CONNECTOR
-
-        weights = PROJECTOR if model == "patchlab-mini" else CONNECTOR
-        return f"{model}:" + hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    if model in SMALL_MODELS:
+        return f"{model}:" + hashlib.sha256(small_model(model)[0].read_bytes()).hexdigest()[:16]
     path = Path(model).expanduser()
     if not path.is_dir():
         return model
@@ -271,7 +268,7 @@ def run(
         raise PatchlabError(f"unknown executor {executor!r}", "use local or ray")
     shards = plan(exp)  # reads every track's metadata first: bad data is refused before anything is written
     for model in exp.models or []:  # a typo in the second model must not cost the first model's whole run
-        if model not in ("patchlab-mini", "patchlab-mini-qformer") and not Path(model).expanduser().is_dir():
+        if model not in SMALL_MODELS and not Path(model).expanduser().is_dir():
             raise PatchlabError(
                 f"model {model!r} in `models` is neither patchlab-mini(-qformer) nor a checkpoint folder",
                 "give each model as a checkpoint folder (the hub is off here) or by patchlab's own model names",

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import PatchlabError
+from ..mini import SMALL_MODELS, small_model
 from .audioflamingo3 import AudioFlamingo3Adapter
 from .base import Adapter, HookedLALM
 from .desta2 import Desta2Adapter
@@ -107,14 +108,8 @@ def load(
     `trust_remote_code=True` lets families whose code ships with the checkpoint (Qwen-Audio) or is the user's own
     package (DeSTA2) run it. `variant`: a known-truth variant made by surgery ('blocked:K', 'deaf'; see
     patchlab.variants)."""
-    if str(path_or_id) in ("patchlab-mini", "patchlab_mini"):
-        from ..mini.build import build
-
-        path_or_id = build()  # converts the parts and assembles the checkpoint on first use
-    elif str(path_or_id) in ("patchlab-mini-qformer", "patchlab_mini_qformer"):
-        from ..mini.qformer_build import build_qformer
-
-        path_or_id = build_qformer()
+    if str(path_or_id).replace("_", "-") in SMALL_MODELS:
+        path_or_id = small_model(str(path_or_id).replace("_", "-"))[1]()  # parts converted, checkpoint built once
     if variant:
         from ..variants import parse_variant
 
