@@ -40,33 +40,25 @@ def model_slug(model: str, taken: set[str]) -> str:
     return name
 
 
-def _per_clip(exp: Experiment, run: Path, track: str) -> pd.DataFrame:
-    """One row per clip of `track` in one model's run: relative critical layer, audio depth, first-layer Deltas."""
-    tables = run / "tables"
+def _per_clip(exp: Experiment, lens: pd.DataFrame | None, ground: pd.DataFrame | None, track: str) -> pd.DataFrame:
+    """One row per clip of `track` in one model's run (its lens rows, its grounding per clip and layer): relative
+    critical layer, audio depth, first-layer Deltas."""
     out = pd.DataFrame()
-    lens_file = tables / "lens_per_sample.csv"
-    if lens_file.exists():
-        per = read_table(lens_file)
-        per = per[per.track == track]
-        if len(per):
-            per = per[per.format == (exp.prompt if exp.prompt in set(per.format) else per.format.iloc[0])]
-            n_labels = len({s.label for s in load_track(exp.data, track)})
-            lens = exp.lens
-            clips = clip_critical_layers(per, n_labels, lens.get("alpha", 0.2), lens.get("weight", "excess"))
-            top = max(1, int(per["layer"].max()))
-            out = clips[["sample", "critical_layer"]].assign(critical_depth=clips["critical_layer"] / top)
-    patch_file = tables / "patching.csv"
-    if patch_file.exists():
-        if track in set(read_table(patch_file)["track"]):
-            g = _ground_per_clip(exp, run, track)
-            top = max(1, int(g["layer"].max()))
-            depth = g.groupby("sample")["delta_audio"].mean().rename("audio_depth")
-            first = g[g.layer == g.layer.min()].set_index("sample")
-            cols = [c for c in ("delta_audio", "delta_transcript", "delta_text", "delta_final") if c in first]
-            first = first[cols].add_suffix("_first")
-            ground = pd.concat([depth, first], axis=1).rename_axis("sample").reset_index()
-            ground["top_layer"] = top
-            out = ground if out.empty else out.merge(ground, on="sample", how="outer")
+    per = lens[lens.track == track] if lens is not None else pd.DataFrame()
+    if len(per):
+        per = per[per.format == (exp.prompt if exp.prompt in set(per.format) else per.format.iloc[0])]
+        n_labels = len({s.label for s in load_track(exp.data, track)})
+        clips = clip_critical_layers(per, n_labels, exp.lens.get("alpha", 0.2), exp.lens.get("weight", "excess"))
+        top = max(1, int(per["layer"].max()))
+        out = clips[["sample", "critical_layer"]].assign(critical_depth=clips["critical_layer"] / top)
+    if ground is not None:
+        depth = ground.groupby("sample")["delta_audio"].mean().rename("audio_depth")
+        first = ground[ground.layer == ground.layer.min()].set_index("sample")
+        cols = [c for c in ("delta_audio", "delta_transcript", "delta_text", "delta_final") if c in first]
+        first = first[cols].add_suffix("_first")
+        rows = pd.concat([depth, first], axis=1).rename_axis("sample").reset_index()
+        rows["top_layer"] = max(1, int(ground["layer"].max()))
+        out = rows if out.empty else out.merge(rows, on="sample", how="outer")
     return out
 
 
@@ -75,17 +67,18 @@ def _paired_rows(a: pd.DataFrame, b: pd.DataFrame, col: str) -> tuple[np.ndarray
     return both[f"{col}_b"].to_numpy(float), both[f"{col}_a"].to_numpy(float)
 
 
-def _ground_per_clip(exp: Experiment, run: Path, track: str) -> pd.DataFrame:
-    t = read_table(run / "tables" / "patching.csv")
-    t = t[t.track == track]
+def _grounding(exp: Experiment, patching: pd.DataFrame | None, track: str) -> pd.DataFrame | None:
+    """One model's grounding per clip and layer on `track` (None without patching rows for it)."""
+    t = patching[patching.track == track] if patching is not None else None
+    if t is None or t.empty:
+        return None
     metric, tol = exp.ground.get("metric", "logit_diff"), exp.ground.get("tol", 0.05)
     return grounding(t, metric, tol, n_boot=10, drop_unchanged=True).per_sample
 
 
-def _layer_table(exp: Experiment, runs: dict[str, Path], track: str, names: list[str]) -> pd.DataFrame:
+def _layer_table(exp: Experiment, per: dict[str, pd.DataFrame], names: list[str]) -> pd.DataFrame:
     """Per layer: each model's mean Delta per region, and B - A of Delta_audio paired by clip (two-sided sign-flip
     p, Holm-corrected over the layers)."""
-    per = {name: _ground_per_clip(exp, runs[name], track) for name in names}
     a_name, rows = names[0], []
     for b_name in names[1:]:
         a, b = per[a_name], per[b_name]
@@ -128,8 +121,11 @@ def compare(exp: Experiment, out: Path, runs: dict[str, Path], small: bool) -> d
                      "random_weights": any(s.get("random_weights") for s in summaries.values()),
                      "tracks": {}, "comparison": {}}  # fmt: skip
     a = names[0]
+    tables = {name: {t: read_table(runs[name] / "tables" / f"{t}.csv") if (runs[name] / "tables" / f"{t}.csv").exists()
+                     else None for t in ("lens_per_sample", "patching")} for name in names}  # fmt: skip
     for track in exp.tracks:
-        clips = {name: _per_clip(exp, runs[name], track) for name in names}
+        ground = {name: _grounding(exp, tables[name]["patching"], track) for name in names}
+        clips = {name: _per_clip(exp, tables[name]["lens_per_sample"], ground[name], track) for name in names}
         comp: dict = {"per_model": {}}
         for name in names:
             c = clips[name]
@@ -153,8 +149,8 @@ def compare(exp: Experiment, out: Path, runs: dict[str, Path], small: bool) -> d
                 tested.append((track, stats.paired(
                     f"{track}: {b} keeps the answer in its audio positions deeper than {a} (mean Δ_audio over "
                     "the patched layers)", x, y, seed=exp.seed)))  # fmt: skip
-        if all((runs[n] / "tables" / "patching.csv").exists() for n in names):
-            layers = _layer_table(exp, runs, track, names)
+        if all(g is not None for g in ground.values()):
+            layers = _layer_table(exp, ground, names)
             write_table(out / "tables" / f"compare_grounding_{track}.csv", layers)
             comp["layers"] = layers.to_dict(orient="records")
             path = plots.compare_grounding(layers, names, out / "plots" / f"compare_grounding_{track}.png",
