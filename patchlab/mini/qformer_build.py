@@ -117,14 +117,10 @@ def encode_tapped(model, processor, samples: list, batch: int = 8) -> dict:
     keep thousands of clips in memory), Whisper's transcription and its language-ID distribution."""
     from tqdm.auto import tqdm
 
-    from ..data import load_audio
+    from .train import distinct_audio
 
     rate = processor.feature_extractor.sampling_rate
-    keyed, key_of = {}, {}
-    for s in samples:
-        audio = load_audio(s.path, rate=rate, max_seconds=30)
-        key_of[str(s.path)] = hashlib.sha1(audio.tobytes()).hexdigest()
-        keyed.setdefault(key_of[str(s.path)], audio)
+    keyed, key_of = distinct_audio(samples, rate)
     keys, out = list(keyed), {}
     transcribe = model.model.transcriber()
     for i in tqdm(range(0, len(keys), batch), desc="encoding and transcribing audio"):

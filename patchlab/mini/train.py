@@ -48,15 +48,22 @@ class Recipe:
     save_dtype: torch.dtype = torch.float32
 
 
+def distinct_audio(samples: list[Sample], rate: int) -> tuple[dict, dict[str, str]]:
+    """Each distinct clip's audio keyed by a hash of its samples (a clip in two tracks is one clip), and each
+    sample path's key: what the frozen audio side is computed for, once."""
+    keyed, key_of = {}, {}
+    for s in samples:
+        audio = load_audio(s.path, rate=rate, max_seconds=30)
+        key_of[str(s.path)] = hashlib.sha1(audio.tobytes()).hexdigest()
+        keyed.setdefault(key_of[str(s.path)], audio)
+    return keyed, key_of
+
+
 def encode_clips(model, processor, samples: list[Sample], batch: int = 8, desc: str = "encoding audio") -> dict:
     """The frozen audio side per distinct clip (keyed by content hash), computed once: stacked Whisper frames and
     Whisper's language-ID distribution."""
     out: dict = {}
-    keyed, key_of = {}, {}
-    for s in samples:
-        audio = load_audio(s.path, rate=processor.feature_extractor.sampling_rate, max_seconds=30)
-        key_of[str(s.path)] = hashlib.sha1(audio.tobytes()).hexdigest()
-        keyed.setdefault(key_of[str(s.path)], audio)
+    keyed, key_of = distinct_audio(samples, processor.feature_extractor.sampling_rate)
     keys = list(keyed)
     for i in tqdm(range(0, len(keys), batch), desc=desc):
         chunk = keys[i : i + batch]
