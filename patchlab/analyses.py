@@ -27,7 +27,7 @@ from .lens import (
 )
 from .models.base import HookedLALM, Prompt
 from .patching import patch, region_specs
-from .screen import region_atp, verified
+from .screen import region_atp, to_verify, verified
 
 _ATTRIBUTE = {
     "Gender": "speaker's gender",
@@ -175,8 +175,10 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
         todo = [pairs[s.id] for s in paired]
         share = exp.ground.get("screen")
         if share is not None:  # every clip screened by attribution, the verified share patched for real
-            out["screen"] = _screen_rows(lalm, todo, labels, shard.track, skipped)
-            todo = [p for p in todo if verified(p.sample, share, exp.seed)]
+            out["screen"] = scr = _screen_rows(lalm, todo, labels, shard.track, skipped)
+            gaps = dict(zip(scr["sample"], scr["gap"])) if len(scr) else {}
+            small_gap = exp.ground.get("screen_gap", 1.0)
+            todo = [p for p in todo if to_verify(p.sample, gaps.get(p.sample), share, exp.seed, small_gap)]
         out["patch"] = _patch_rows(lalm, exp, todo, labels, shard.track, skipped=skipped)
     if samples and "enrich" in exp.analyses:
         combos = grid(lalm.n_layers, exp.enrich.get("coefficients", (0.5, 1.0, "mean")), exp.enrich.get("step"))
@@ -261,6 +263,15 @@ def _cue_tables(lalm, exp, samples, waves, pool, labels, track_labels):
     return pd.DataFrame(rows), pd.concat(patches, ignore_index=True)
 
 
+def _random_share(patched: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
+    """The clips a screened run verified at random (not its take-all stratum of small gaps), so that statistics and
+    verdicts on real patching rest on a random sample of the dataset; all clips when not screening."""
+    share = exp.ground.get("screen")
+    if share is None:
+        return patched
+    return patched[patched["sample"].map(lambda s: verified(s, share, exp.seed)).astype(bool)]
+
+
 def _ground(table: pd.DataFrame, exp: Experiment):
     g = exp.ground
     return grounding(
@@ -274,22 +285,29 @@ def _ground(table: pd.DataFrame, exp: Experiment):
     )
 
 
-def _screening(exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, summary: dict) -> None:
+def _screening(exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, figures: list, summary: dict) -> None:
     """Per track: the screened per-layer region restorations over all clips, and AtP's agreement with real
     patching on the verified ones (patchlab.screen)."""
     from .io import write_table
+    from .report import plots
     from .screen import estimate
 
     scr = tables["screen"]
     write_table(out / "tables" / "screen_atp.csv", scr)
     real = tables.get("patch", pd.DataFrame(columns=["track", "direction", "site"]))
+    small_gap = exp.ground.get("screen_gap", 1.0)
     for track, g in scr.groupby("track", sort=False):
         mine = real[(real["track"] == track) & (real["direction"] == "denoise") & (real["site"] == "resid_pre")]
-        per_layer, agreement = estimate(g, mine, exp.ground.get("level", 0.95))
+        per_layer, agreement = estimate(g, mine, exp.ground.get("level", 0.95), small_gap)
         per_layer.insert(0, "track", track)
         write_table(out / "tables" / f"screened_grounding_{track}.csv", per_layer)
+        path = plots.screened_curves(per_layer, out / "plots" / f"screened_grounding_{track}.png",
+                                     f"{track}: region restorations over every clip, screened by AtP")  # fmt: skip
+        figures.append((f"Screened grounding: {track}", path))
         width = float((per_layer["hi"] - per_layer["lo"]).max())
-        agreement.update(share=exp.ground["screen"], max_interval_width=width if np.isfinite(width) else None)
+        take_all = int(g.loc[g["gap"].abs() < small_gap, "sample"].nunique())
+        agreement.update(share=exp.ground["screen"], screen_gap=small_gap, n_clips_take_all=take_all,
+                         max_interval_width=width if np.isfinite(width) else None)  # fmt: skip
         if not np.isfinite(width):
             agreement["note"] = "fewer than 2 verified clips: the estimates have no interval (raise ground.screen)"
         summary["tracks"].setdefault(track, {})["screening"] = agreement
@@ -457,7 +475,7 @@ def merge(
     if "patch" in tables:
         t = tables["patch"]
         write_table(out / "tables" / "patching.csv", t)
-        for track, g in t.groupby("track", sort=False):
+        for track, g in _random_share(t, exp).groupby("track", sort=False):
             path = plots.region_curves(
                 g,
                 "logit_diff_restored",
@@ -484,7 +502,7 @@ def merge(
                 )
                 figures.append((f"Grounding: {track}", path))
     if "screen" in tables and len(tables["screen"]):
-        _screening(exp, tables, out, summary)
+        _screening(exp, tables, out, figures, summary)
     if "enrich" in tables:
         t = tables["enrich"]
         write_table(out / "tables" / "enrichment.csv", t)

@@ -94,6 +94,9 @@ class _Ground(_Section):
     level: float = Field(0.95, gt=0, lt=1)
     # screen every clip by attribution patching and patch this share of them for real (None: all for real)
     screen: float | None = Field(None, gt=0, le=1)
+    # ... and every clip whose clean - corrupt logit difference is below this (its restorations, ratios over a
+    # small gap, are the heavy tail of the per-layer means): a take-all stratum, 0 for none
+    screen_gap: float = Field(1.0, ge=0)
 
 
 class _Enrich(_Section):

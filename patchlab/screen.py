@@ -1,16 +1,19 @@
 """Screen, then verify: grounding over a whole dataset from attribution patching on every clip, checked and
-corrected by real region patching on a seeded random share of the clips.
+corrected by real region patching on a seeded random share of the clips and on every clip whose gap is small.
 
 For each clip and layer, a region's AtP estimate of its restoration is the sum over the region's positions of
 (a_clean - a_corrupt) . d logit_diff / d a at resid_pre (one corrupted forward and one backward per clip), divided
 by clean - corrupt: the first-order version of exactly what real region patching measures. A clip is verified
 (also patched for real) when a hash of (seed, clip id) falls below the verified share: the same clips whatever the
-sharding. Per layer and region the estimate over all clips is survey sampling's regression estimator
-mean_verified(real) + b (mean_all(AtP) - mean_verified(AtP)), b the least-squares slope of real on AtP over the
-verified clips: it uses AtP as far as AtP tracks real patching and no further (b = 1 would be the difference
-estimator, which a mis-scaled AtP over 60 audio positions biases; b = 0 the verified clips alone), with a normal
-95% interval from the difference estimator's (larger) standard error. Agreement is the Spearman rank correlation
-and the largest error of AtP against real patching over the verified cells.
+sharding. A restoration is a ratio over the clip's gap (clean - corrupt logit difference), so clips with a small
+gap are the heavy tail of every per-layer mean: those (|gap| < small_gap) form a take-all stratum, all patched for
+real. Per layer and region the estimate over all clips weighs that stratum's real mean with, over the other clips,
+survey sampling's regression estimator mean_verified(real) + b (mean_all(AtP) - mean_verified(AtP)), b the
+least-squares slope of real on AtP over the verified clips: it uses AtP as far as AtP tracks real patching and no
+further (b = 1 would be the difference estimator, which a mis-scaled AtP over 60 audio positions biases; b = 0 the
+verified clips alone), with a normal 95% interval from the difference estimator's (larger) standard error (the
+take-all stratum has none). Agreement is the Spearman rank correlation and the largest error of AtP against real
+patching over the verified cells.
 """
 
 from __future__ import annotations
@@ -37,8 +40,14 @@ def verified(sample: str, share: float, seed: int) -> bool:
     return int.from_bytes(h[:8], "little") / 2**64 < share
 
 
+def to_verify(sample: str, gap: float | None, share: float, seed: int, small_gap: float) -> bool:
+    """Whether a screened clip is patched for real: in the seeded share, or its gap is small (take-all stratum)."""
+    return verified(sample, share, seed) or (gap is not None and abs(gap) < small_gap)
+
+
 def region_atp(lalm: HookedLALM, pair: Pair, label_ids: Sequence[int], regions: Sequence[str]) -> pd.DataFrame:
-    """AtP estimates of each region's restored logit difference at every layer (resid_pre, denoising)."""
+    """AtP estimates of each region's restored logit difference at every layer (resid_pre, denoising), with the
+    clip's gap (clean - corrupt logit difference) that divides them."""
     clean = clean_run(lalm, pair.clean).cache
     lo = clean.final_logits
     clean_metric = float(final_metrics(lo, label_ids, pair.label, lo)["logit_diff"][0])
@@ -52,30 +61,44 @@ def region_atp(lalm: HookedLALM, pair: Pair, label_ids: Sequence[int], regions: 
             for region in regions:
                 est = float(per_pos[list(r.positions(region))].sum())
                 restored = est / den if abs(den) > 1e-6 else float("nan")
-                rows.append(dict(sample=pair.sample, layer=layer, position=region, atp_restored=restored))
+                rows.append(dict(sample=pair.sample, layer=layer, position=region, atp_restored=restored, gap=den))
     lalm.model.zero_grad(set_to_none=True)
     return pd.DataFrame(rows)
 
 
-def estimate(atp: pd.DataFrame, real: pd.DataFrame, level: float = 0.95) -> tuple[pd.DataFrame, dict]:
-    """Per (layer, region): the regression estimator over all screened clips and its interval; and the agreement
-    of AtP with real patching over the verified (clip, region, layer) cells."""
+def estimate(
+    atp: pd.DataFrame, real: pd.DataFrame, level: float = 0.95, small_gap: float = 0.0
+) -> tuple[pd.DataFrame, dict]:
+    """Per (layer, region): the stratified estimate over all screened clips (take-all stratum |gap| < small_gap,
+    regression estimator over the rest) and its interval; and the agreement of AtP with real patching over the
+    verified (clip, region, layer) cells."""
     cols = ["sample", "layer", "position"]
-    both = atp.merge(real[[*cols, "logit_diff_restored"]], on=cols, how="inner").dropna()
+    real = real[[*cols, "logit_diff_restored"]].dropna()
+    both = atp.merge(real, on=cols, how="inner").dropna(subset=["atp_restored", "logit_diff_restored"])
     z = stats.norm.ppf((1 + level) / 2)
+    small = atp["gap"].abs() < small_gap
     rows = []
-    for (layer, region), g in atp.dropna().groupby(["layer", "position"], sort=True):
-        v = both[(both.layer == layer) & (both.position == region)]
+    for (layer, region), g in atp.groupby(["layer", "position"], sort=True):
+        cell = (real.layer == layer) & (real.position == region)
+        taken = real[cell & real["sample"].isin(g.loc[small[g.index], "sample"])]["logit_diff_restored"]
+        rest = g[~small[g.index]].dropna(subset=["atp_restored"])
+        v = both[(both.layer == layer) & (both.position == region) & both["sample"].isin(rest["sample"])]
         x, y = v["atp_restored"].to_numpy(), v["logit_diff_restored"].to_numpy()
-        n_all, n_ver = len(g), len(y)
-        slope = float(np.cov(x, y)[0, 1] / x.var(ddof=1)) if n_ver > 2 and x.var() > 1e-12 else 0.0
-        est = y.mean() + slope * (g["atp_restored"].mean() - x.mean()) if n_ver else np.nan
-        # the difference estimator's standard error, which the regression estimator's does not exceed; the
-        # regression's own (residual variance) under-covered on the dev split: restorations are heavy-tailed
-        se = np.sqrt(g["atp_restored"].var(ddof=1) / n_all + ((y - x).var(ddof=1) / n_ver if n_ver > 1 else np.nan))
+        n_rest, n_ver, n_taken = len(rest), len(y), len(taken)
+        n = n_rest + n_taken
+        if n_rest:
+            slope = float(np.cov(x, y)[0, 1] / x.var(ddof=1)) if n_ver > 2 and x.var() > 1e-12 else 0.0
+            est_rest = y.mean() + slope * (rest["atp_restored"].mean() - x.mean()) if n_ver else np.nan
+            # the difference estimator's standard error, which the regression estimator's does not exceed; the
+            # regression's own (residual variance) under-covered on the dev split: restorations are heavy-tailed
+            sampled = (y - x).var(ddof=1) / n_ver if n_ver > 1 else np.nan
+            se_rest = np.sqrt(rest["atp_restored"].var(ddof=1) / n_rest + sampled)
+            est, se = (taken.sum() + n_rest * est_rest) / n, n_rest / n * se_rest
+        else:  # every clip in the take-all stratum: real patching's mean, no sampling error
+            slope, est, se = np.nan, (taken.mean() if n_taken else np.nan), 0.0
         rows.append(dict(layer=layer, position=region, estimate=est, lo=est - z * se, hi=est + z * se,
-                         atp_mean=g["atp_restored"].mean(), slope=slope, n_screened=n_all,
-                         n_verified=n_ver))  # fmt: skip
+                         atp_mean=g["atp_restored"].mean(), slope=slope, n_screened=n,
+                         n_verified=n_ver + n_taken, n_take_all=n_taken))  # fmt: skip
     err = (both["atp_restored"] - both["logit_diff_restored"]).abs()
     rho = stats.spearmanr(both["atp_restored"], both["logit_diff_restored"]).statistic if len(both) > 2 else np.nan
     agreement = {

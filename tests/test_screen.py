@@ -11,7 +11,7 @@ from patchlab.data import label_set, load_track
 from patchlab.experiment import from_dict
 from patchlab.patching.attribution import attribution
 from patchlab.runner import run
-from patchlab.screen import region_atp, verified
+from patchlab.screen import estimate, region_atp, to_verify, verified
 
 
 def test_verified_share_is_seeded_and_independent_of_order():
@@ -39,11 +39,11 @@ def test_region_atp_is_the_sum_of_the_cell_estimates(qwen, toy_data):
 
 @pytest.fixture(scope="module")
 def screened(tiny_dir, toy_data, tmp_path_factory):
-    def go(share):
+    def go(share, small_gap=0.0):
         cfg = dict(name="screen", model=str(tiny_dir("qwen2_audio")), data=str(toy_data), tracks=["Gender"],
                    analyses=["patch", "ground"], limit=6, shard_size=3, dtype="float64",
-                   ground={"n_boot": 50, "screen": share})  # fmt: skip
-        out = tmp_path_factory.mktemp(f"screen{share}")
+                   ground={"n_boot": 50, "screen": share, "screen_gap": small_gap})  # fmt: skip
+        out = tmp_path_factory.mktemp(f"screen{share}_{small_gap}")
         return run(from_dict(cfg, "test"), out, progress=False), out
 
     return go
@@ -68,3 +68,59 @@ def test_a_share_patches_only_the_verified_clips(screened):
     assert patched == {s for s in screened_ids if verified(s, 0.5, 0)} and patched < screened_ids
     s = summary["tracks"]["Gender"]["screening"]
     assert s["n_clips_verified"] == len(patched) and s["n_clips_screened"] == 6
+    assert (out / "plots" / "screened_grounding_Gender.png").stat().st_size > 0
+    assert "Screened grounding: Gender" in (out / "report.html").read_text()
+
+
+def test_small_gaps_are_all_patched_for_real_and_verdicts_rest_on_the_random_share(screened):
+    """A gap threshold above every clip's gap puts all of them in the take-all stratum: all patched for real, the
+    estimate is real patching's mean whatever AtP says; the grounding statistics still use the seeded share only."""
+    summary, out = screened(0.5, small_gap=1e9)
+    atp = pd.read_csv(out / "tables" / "screen_atp.csv")
+    real = pd.read_csv(out / "tables" / "patching.csv")
+    assert (
+        set(real["sample"]) == set(atp["sample"]) and summary["tracks"]["Gender"]["screening"]["n_clips_take_all"] == 6
+    )
+    est = pd.read_csv(out / "tables" / "screened_grounding_Gender.csv")
+    means = real.groupby(["layer", "position"])["logit_diff_restored"].mean().rename("real").reset_index()
+    merged = est.merge(means, on=["layer", "position"])
+    assert len(merged) == len(est) > 0 and np.allclose(merged["estimate"], merged["real"], atol=1e-12)
+    assert (merged["lo"] == merged["hi"]).all()  # no sampling error in a take-all stratum
+    share = {s for s in atp["sample"].unique() if verified(s, 0.5, 0)}
+    assert summary["tracks"]["Gender"]["grounding"]["n_samples"] <= len(share) < 6
+
+
+def _strata(n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Synthetic screened clips at one (layer, region): AtP, real restorations and gaps, small gaps heavy-tailed."""
+    gap = np.where(np.arange(n) < n // 5, rng.uniform(0.05, 0.9, n), rng.uniform(1.5, 6, n))
+    real = rng.normal(0.3, 0.2, n) / np.minimum(gap, 1)
+    atp = 0.7 * real + rng.normal(0, 0.1, n) / gap  # AtP errs most where the gap is small, as on SAKURA
+    ids = [f"c{i}" for i in range(n)]
+    a = pd.DataFrame(dict(sample=ids, layer=3, position="audio", atp_restored=atp, gap=gap))
+    r = pd.DataFrame(dict(sample=ids, layer=3, position="audio", logit_diff_restored=real))
+    return a, r
+
+
+def test_stratified_estimate_is_exact_when_the_rest_is_all_verified_and_ignores_atp_in_take_all():
+    a, r = _strata(200, np.random.default_rng(0))
+    est, _ = estimate(a, r, small_gap=1.0)
+    assert est["estimate"].iloc[0] == pytest.approx(r["logit_diff_restored"].mean(), abs=1e-12)
+    wild = a.assign(atp_restored=np.where(a["gap"] < 1, 1e6, a["atp_restored"]))  # AtP of take-all clips unused
+    keep = r[(a["gap"] < 1) | (np.arange(200) % 3 == 0)]  # take-all, and a third of the rest verified
+    one, _ = estimate(a, keep, small_gap=1.0)
+    two, _ = estimate(wild, keep, small_gap=1.0)
+    assert one["estimate"].iloc[0] == pytest.approx(two["estimate"].iloc[0], abs=1e-12)
+    assert one["n_take_all"].iloc[0] == 40 and one["n_verified"].iloc[0] == len(keep)
+
+
+def test_take_all_stratum_beats_the_plain_share_on_heavy_tailed_restorations():
+    """The reason for the stratum: over 100 replays, a share plus the small-gap clips errs far less than the share."""
+    rng = np.random.default_rng(1)
+    plain, strat = [], []
+    for k in range(100):
+        a, r = _strata(150, rng)
+        truth = r["logit_diff_restored"].mean()
+        for small_gap, errs in ((0.0, plain), (1.0, strat)):
+            keep = r[[to_verify(s, g, 0.25, k, small_gap) for s, g in zip(a["sample"], a["gap"])]]
+            errs.append(abs(estimate(a, keep, small_gap=small_gap)[0]["estimate"].iloc[0] - truth))
+    assert np.mean(strat) < 0.5 * np.mean(plain)

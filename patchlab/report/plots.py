@@ -150,6 +150,26 @@ def grounding_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "",
     return _save(fig, path)
 
 
+def screened_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Per region: the screened estimate of the mean restoration against layer with its 95% interval (normal,
+    survey sampling; not a bootstrap band), and AtP's uncorrected mean dashed."""
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for region, g in per_layer.groupby("position", sort=False):
+        color = REGION_COLORS.get(str(region))
+        ax.plot(g["layer"], g["estimate"], marker="o", ms=3, label=f"{region}: screened estimate", color=color)
+        ax.fill_between(g["layer"], g["lo"], g["hi"], alpha=0.15, color=color)
+        ax.plot(g["layer"], g["atp_mean"], ls="--", lw=0.8, color=color, label=f"{region}: AtP alone")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.axhline(1, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("layer patched")
+    ax.set_ylabel(RESTORED)
+    n, v = int(per_layer["n_screened"].max()), int(per_layer["n_verified"].max())
+    ax.plot([], [], " ", label=f"band: 95% interval ({n} clips screened, {v} patched for real)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
 KNOCKOUT_COLORS = {"final->audio": "#2ca02c", "text->audio": "#ff7f0e", "final->text": "#9467bd"}
 
 
