@@ -309,7 +309,10 @@ def _screening(exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, figu
         agreement.update(share=exp.ground["screen"], screen_gap=small_gap, n_clips_take_all=take_all,
                          max_interval_width=width if np.isfinite(width) else None)  # fmt: skip
         if not np.isfinite(width):
-            agreement["note"] = "fewer than 2 verified clips: the estimates have no interval (raise ground.screen)"
+            agreement["note"] = (
+                "fewer than 2 clips verified outside the take-all stratum: the estimates have no interval"
+                " (raise ground.screen)"
+            )
         summary["tracks"].setdefault(track, {})["screening"] = agreement
 
 
