@@ -57,13 +57,14 @@ def _layers(lalm: HookedLALM, layers: list[int] | None, key: str) -> list[int] |
     return layers
 
 
-def _patch_rows(lalm, exp, pairs, labels, track, condition=None, skipped=None) -> pd.DataFrame:
-    """Clean audio / text / final positions patched into each corrupted run, at every layer.
+def _patch_rows(lalm, exp, pairs, labels, track, condition=None, skipped=None, regions=None) -> pd.DataFrame:
+    """Clean audio / text / final positions (or `regions`) patched into each corrupted run, at every layer.
 
     With `skipped` (a list), a pair whose run turns non-finite becomes a skipped row instead of stopping the run.
     """
     chosen = _layers(lalm, exp.patch.get("layers"), "patch.layers")
-    specs = region_specs(lalm.n_layers, regions_for(pairs), exp.patch.get("site", "resid_pre"), layers=chosen)
+    regions = regions or regions_for(pairs)
+    specs = region_specs(lalm.n_layers, regions, exp.patch.get("site", "resid_pre"), layers=chosen)
     tables = []
     for p in pairs:
         try:
@@ -137,8 +138,26 @@ def _shown(s) -> str:
         return s.path.name
 
 
+def _topup_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataFrame]:
+    """A screened run's second-phase shard: its clips patched for real at the regions each is now verified for."""
+    pool = load_track(exp.data, shard.track)
+    labels = label_set(lalm, sorted({s.label for s in pool}), exp.prompt, exp.label_space)
+    wanted = dict(zip(shard.samples, shard.regions))
+    samples = [s for s in load_track(exp.data, shard.track, exp.limit, exp.seed) if s.id in wanted]
+    samples, _, pairs, skipped = usable(lalm, exp, samples, pool, labels)
+    tables = []
+    for regions in dict.fromkeys(wanted.values()):  # clips verified for the same regions patched together
+        todo = [pairs[s.id] for s in samples if s.id in pairs and wanted[s.id] == regions]
+        tables.append(_patch_rows(lalm, exp, todo, labels, shard.track, skipped=skipped, regions=regions.split("+")))
+    tables = [t for t in tables if len(t)]
+    topup = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return {"topup": topup, "skipped": pd.DataFrame(skipped, columns=SKIP_COLUMNS)}
+
+
 def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataFrame]:
     """Everything one shard contributes, as tidy tables keyed by analysis (broken samples: `skipped` rows)."""
+    if shard.regions:
+        return _topup_tables(lalm, exp, shard)
     pool = load_track(exp.data, shard.track)
     track_labels = sorted({s.label for s in pool})
     labels = label_set(lalm, track_labels, exp.prompt, exp.label_space)
@@ -294,8 +313,12 @@ def _screening(exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, figu
 
     scr = tables["screen"]
     write_table(out / "tables" / "screen_atp.csv", scr)
-    real = tables.get("patch", pd.DataFrame(columns=["track", "direction", "site"]))
-    small_gap = exp.ground.get("screen_gap", 1.0)
+    empty = pd.DataFrame(columns=["track", "sample", "direction", "site", "position"])
+    second = tables.get("topup", empty)
+    if len(second):
+        write_table(out / "tables" / "screen_topup.csv", second)
+    real = pd.concat([tables.get("patch", empty), second], ignore_index=True)
+    small_gap, tol = exp.ground.get("screen_gap", 1.0), exp.ground.get("screen_tol")
     for track, g in scr.groupby("track", sort=False):
         mine = real[(real["track"] == track) & (real["direction"] == "denoise") & (real["site"] == "resid_pre")]
         per_layer, agreement = estimate(g, mine, exp.ground.get("level", 0.95), small_gap)
@@ -308,6 +331,12 @@ def _screening(exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, figu
         take_all = int(g.loc[g["gap"].abs() < small_gap, "sample"].nunique())
         agreement.update(share=exp.ground["screen"], screen_gap=small_gap, n_clips_take_all=take_all,
                          max_interval_width=width if np.isfinite(width) else None)  # fmt: skip
+        if tol is not None:  # the second phase: which clips it added per region, and whether the target was met
+            added = second[second["track"] == track].groupby("position")["sample"].nunique()
+            half = per_layer.groupby("position").apply(lambda p: float((p["hi"] - p["lo"]).max() / 2))
+            agreement.update(screen_tol=tol, n_clips_topped_up={str(k): int(v) for k, v in added.items()},
+                             max_half_width={str(k): v for k, v in half.items()},
+                             tol_met=bool(np.isfinite(half).all() and (half <= tol + 1e-12).all()))  # fmt: skip
         if not np.isfinite(width):
             agreement["note"] = (
                 "fewer than 2 clips verified outside the take-all stratum: the estimates have no interval"

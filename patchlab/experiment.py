@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .corrupt import CORRUPTIONS
 from .data.prompts import FORMATS, LABEL_SPACES
@@ -48,7 +48,7 @@ class Experiment:
     label_space: str = "auto"  # how labels are tokenized: auto, none (AudioLens: no leading space), space
     lens: dict = field(default_factory=dict)  # last_text, audio_bins, alpha, weight
     patch: dict = field(default_factory=dict)  # corruption, site, max_batch, layers
-    ground: dict = field(default_factory=dict)  # metric, tol, n_boot, level
+    ground: dict = field(default_factory=dict)  # metric, tol, n_boot, level, screen, screen_gap, screen_tol
     enrich: dict = field(default_factory=dict)  # split, coefficients, step
     cue: dict = field(default_factory=dict)  # corruption
     knockout: dict = field(default_factory=dict)  # pairs, layers, max_batch
@@ -97,6 +97,15 @@ class _Ground(_Section):
     # ... and every clip whose clean - corrupt logit difference is below this (its restorations, ratios over a
     # small gap, are the heavy tail of the per-layer means): a take-all stratum, 0 for none
     screen_gap: float = Field(1.0, ge=0)
+    # ... then a second phase: more clips patched per region until every layer's interval half-width is within
+    # this (in restoration units; two-phase sampling sized by the first phase's residuals)
+    screen_tol: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _tol_needs_screen(self) -> _Ground:
+        if self.screen_tol is not None and self.screen is None:
+            raise ValueError("screen_tol sizes the second phase of screening: give ground.screen too")
+        return self
 
 
 class _Enrich(_Section):
@@ -166,6 +175,10 @@ def _check(d: dict[str, Any], where: str) -> None:
             ) from None
         if err["type"] == "missing":
             raise PatchlabError(f"{where}: no {key!r}", f"give the experiment a {key}") from None
+        if err["type"] == "value_error":  # a rule across keys of a section: its message says what to give
+            raise PatchlabError(
+                f"{where}: {key} = {err.get('input')!r} is not valid", err["msg"].removeprefix("Value error, ")
+            ) from None
         raise PatchlabError(
             f"{where}: {key} = {err.get('input')!r} is not valid ({err['msg'].lower()})",
             f"set {key} to what it takes: {err['msg'].removeprefix('Input should be ')}",

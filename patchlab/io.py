@@ -42,5 +42,9 @@ def write_table(path: str | Path, table: pd.DataFrame) -> Path:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a table patchlab wrote: only empty fields are missing values (a clip named 'nan' or 'NA' stays a name)."""
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    """Read a table patchlab wrote: only empty fields are missing values (a clip named 'nan' or 'NA' stays a name);
+    a table without columns (e.g. no clip of a shard patched) is an empty frame."""
+    try:
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()

@@ -36,15 +36,19 @@ _MODELS: dict = {}  # one model replica per process (a Ray worker keeps its own)
 
 @dataclass(frozen=True)
 class Shard:
+    """A track's run of consecutive samples; or, with `regions` (one "audio+text" per sample), a screened run's
+    second phase: those samples patched for real at those regions only (patchlab.screen.topup)."""
+
     track: str
     index: int
     start: int
     stop: int
     samples: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
-        return f"{self.track}-{self.index:04d}"
+        return f"{self.track}-{'topup-' if self.regions else ''}{self.index:04d}"
 
 
 def code_version() -> str:
@@ -125,6 +129,8 @@ def compute_shard(config: dict, shard: Shard, out: str, run_id: str = "") -> str
         (tmp / f"{name}.csv").write_text(text)
         files[f"{name}.csv"] = hashlib.sha256(text.encode()).hexdigest()
     done = {"run": run_id, "shard": shard.name, "samples": list(shard.samples), "files": files}
+    if shard.regions:
+        done["regions"] = list(shard.regions)
     (tmp / "done").write_text(json.dumps(done, indent=1) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -145,8 +151,8 @@ def check_shard(out: Path, shard: Shard, run_id: str) -> None:
     problem = None
     if done.get("run") != run_id:
         problem = "was written by another run (or an older patchlab)"
-    elif done.get("samples") != list(shard.samples):
-        problem = "holds other samples than this run plans for it"
+    elif done.get("samples") != list(shard.samples) or done.get("regions", []) != list(shard.regions):
+        problem = "holds other samples (or regions) than this run plans for it"
     else:
         for name, digest in done.get("files", {}).items():
             if not (where / name).is_file() or _sha(where / name) != digest:
@@ -261,8 +267,6 @@ def run(
     progress: bool = True,
 ) -> dict:
     """Run every shard not yet written, then merge shards into tables, plots, summary.json and report.html."""
-    from tqdm.auto import tqdm
-
     exp = exp.sized(small)
     if executor not in ("local", "ray"):
         raise PatchlabError(f"unknown executor {executor!r}", "use local or ray")
@@ -277,21 +281,67 @@ def run(
     if exp.models:
         return _run_models(exp, out, resume, executor, address, small, progress)
     run_id = _start(exp, out, resume, small)
+    _execute(exp, out, shards, run_id, executor, address, progress)
+    second = topup_shards(exp, out, shards)  # a screened run's second phase, planned from the first's tables
+    _execute(exp, out, second, run_id, executor, address, progress, "top-up shards")
+    return _finish(exp, out, shards + second, small)
+
+
+def _execute(exp: Experiment, out: Path, shards: list[Shard], run_id: str, executor: str, address, progress: bool,
+             what: str = "shards") -> None:  # fmt: skip
+    """Compute every shard not yet written (finished ones are checked, then reused)."""
+    from tqdm.auto import tqdm
+
     finished = [s for s in shards if (out / "shards" / s.name / "done").exists()]
     for s in finished:
         check_shard(out, s, run_id)
     todo = [s for s in shards if s not in finished]
     if finished and progress:
-        print(f"resuming {out}: {len(finished)} of {len(shards)} shards already done, reused")
+        print(f"resuming {out}: {len(finished)} of {len(shards)} {what} already done, reused")
+    if not todo:
+        return
     config = dataclasses.asdict(exp)
     if executor == "local":
-        for s in tqdm(todo, desc=f"{exp.name}: shards", unit="shard", disable=not progress):
+        for s in tqdm(todo, desc=f"{exp.name}: {what}", unit="shard", disable=not progress):
             compute_shard(config, s, str(out), run_id)
     else:
         from .executors import run_ray
 
         run_ray(config, todo, str(out), address, exp.device, run_id)
-    return _finish(exp, out, shards, small)
+
+
+def topup_shards(exp: Experiment, out: Path, shards: list[Shard]) -> list[Shard]:
+    """With `ground.screen_tol`: the second phase of a screened run, from its finished first-phase shards: per
+    track, the clips and regions `patchlab.screen.topup` adds (in the track's order, `shard_size` clips a shard)."""
+    from .screen import topup, topup_shares
+
+    g = exp.ground
+    if g.get("screen") is None or g.get("screen_tol") is None:
+        return []
+    small_gap = g.get("screen_gap", 1.0)
+    second = []
+    for track in exp.tracks:
+        mine = [s for s in shards if s.track == track]
+        atp = _concat(out, mine, "screen")
+        if atp.empty:
+            continue
+        real = _concat(out, mine, "patch")
+        if not real.empty:
+            real = real[(real["direction"] == "denoise") & (real["site"] == "resid_pre")]
+        shares = topup_shares(atp, real, g["screen"], small_gap, g["screen_tol"], g.get("level", 0.95))
+        extra = topup(atp.groupby("sample", sort=False)["gap"].first(), shares, g["screen"], exp.seed, small_gap)
+        ids = [i for s in mine for i in s.samples if i in extra]
+        for k, start in enumerate(range(0, len(ids), exp.shard_size)):
+            chunk = ids[start : start + exp.shard_size]
+            second.append(Shard(track, k, 0, 0, tuple(chunk), tuple("+".join(extra[i]) for i in chunk)))
+    return second
+
+
+def _concat(out: Path, shards: list[Shard], name: str) -> pd.DataFrame:
+    """One table of finished shards, concatenated in plan order."""
+    parts = [read_table(f) for s in shards if (f := out / "shards" / s.name / f"{name}.csv").is_file()]
+    parts = [t for t in parts if len(t)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def _run_models(exp: Experiment, out: Path, resume: bool, executor: str, address, small: bool, progress: bool) -> dict:
@@ -317,13 +367,8 @@ def _finish(exp: Experiment, out: Path, shards: list[Shard], small: bool) -> dic
     """Every shard's tables, concatenated in plan order, merged into tables, plots, summary.json and report.html."""
     from .analyses import merge
 
-    tables = {}
-    for s in shards:
-        for f in sorted((out / "shards" / s.name).glob("*.csv")):
-            table = read_table(f)
-            if len(table):
-                tables.setdefault(f.stem, []).append(table)
-    merged = {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
+    names = {f.stem for s in shards for f in (out / "shards" / s.name).glob("*.csv")}
+    merged = {k: t for k in sorted(names) if len(t := _concat(out, shards, k))}
     return merge(exp, merged, out, small=small, random_weights=is_random(exp.model))
 
 
@@ -363,6 +408,20 @@ def merge_runs(runs: list[str | Path], out: str | Path, progress: bool = True) -
             f"now {run_id})",
             "merge with the patchlab and data the runs were made with",
         )
+    missing = _gather(runs, out, shards, run_id)
+    second = [] if missing else topup_shards(exp, out, shards)
+    missing += _gather(runs, out, second, run_id)
+    if missing:
+        if progress:
+            print(f"{len(missing)} shards are in none of the runs ({', '.join(missing[:5])}); "
+                  f"finish with: patchlab run CONFIG --out {out} --resume")  # fmt: skip
+        return None
+    return _finish(exp, out, shards + second, small)
+
+
+def _gather(runs: list[Path], out: Path, shards: list[Shard], run_id: str) -> list[str]:
+    """Copy each shard that one of `runs` finished into `out` (checked; two runs' copies must agree); returns the
+    names of those no run has."""
     missing = []
     for s in shards:
         have = [r for r in runs if (r / "shards" / s.name / "done").exists()]
@@ -383,12 +442,7 @@ def merge_runs(runs: list[str | Path], out: str | Path, progress: bool = True) -
             os.replace(tmp, target)
         if not have and not (target / "done").exists():
             missing.append(s.name)
-    if missing:
-        if progress:
-            print(f"{len(missing)} of {len(shards)} shards are in none of the runs ({', '.join(missing[:5])}); "
-                  f"finish with: patchlab run CONFIG --out {out} --resume")  # fmt: skip
-        return None
-    return _finish(exp, out, shards, small)
+    return missing
 
 
 def is_random(model: str) -> bool:

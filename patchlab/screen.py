@@ -19,7 +19,7 @@ patching over the verified cells.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 
 import numpy as np
@@ -66,37 +66,68 @@ def region_atp(lalm: HookedLALM, pair: Pair, label_ids: Sequence[int], regions: 
     return pd.DataFrame(rows)
 
 
-def estimate(
-    atp: pd.DataFrame, real: pd.DataFrame, level: float = 0.95, small_gap: float = 0.0
-) -> tuple[pd.DataFrame, dict]:
-    """Per (layer, region): the stratified estimate over all screened clips (take-all stratum |gap| < small_gap,
-    regression estimator over the rest) and its interval; and the agreement of AtP with real patching over the
-    verified (clip, region, layer) cells."""
-    cols = ["sample", "layer", "position"]
-    real = real[[*cols, "logit_diff_restored"]].dropna()
-    both = atp.merge(real, on=cols, how="inner").dropna(subset=["atp_restored", "logit_diff_restored"])
-    z = stats.norm.ppf((1 + level) / 2)
+def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The regression estimator's slope of real on AtP over the verified clips and its residual variance (nan with
+    fewer than 3 clips: no interval from so few)."""
+    n = len(y)
+    if n < 3:
+        return (0.0 if n else np.nan), np.nan
+    slope = float(np.cov(x, y)[0, 1] / x.var(ddof=1)) if x.var() > 1e-12 else 0.0
+    resid = y - y.mean() - slope * (x - x.mean())
+    return slope, float((resid**2).sum() / (n - 2))
+
+
+CELL = ["sample", "layer", "position"]
+
+
+def _real(real: pd.DataFrame) -> pd.DataFrame:
+    """Real patching's restored logit difference per (clip, layer, region); empty when no clip was patched."""
+    return real.reindex(columns=[*CELL, "logit_diff_restored"]).dropna()
+
+
+def _cells(atp: pd.DataFrame, real: pd.DataFrame, small_gap: float) -> Iterator[tuple]:
+    """Per (layer, region): the take-all stratum's real restorations, the rest's AtP, and the verified rest's AtP
+    and real restorations (x, y)."""
+    real = _real(real)
+    both = atp.merge(real, on=CELL, how="inner").dropna(subset=["atp_restored", "logit_diff_restored"])
     small = atp["gap"].abs() < small_gap
-    rows = []
     for (layer, region), g in atp.groupby(["layer", "position"], sort=True):
         cell = (real.layer == layer) & (real.position == region)
         taken = real[cell & real["sample"].isin(g.loc[small[g.index], "sample"])]["logit_diff_restored"]
         rest = g[~small[g.index]].dropna(subset=["atp_restored"])
         v = both[(both.layer == layer) & (both.position == region) & both["sample"].isin(rest["sample"])]
-        x, y = v["atp_restored"].to_numpy(), v["logit_diff_restored"].to_numpy()
+        yield layer, region, g, taken, rest, v["atp_restored"].to_numpy(), v["logit_diff_restored"].to_numpy()
+
+
+def _quantile(level: float, n_ver: int) -> float:
+    """Student's t quantile of a two-sided interval at `level` on the residuals' n_ver - 2 degrees of freedom."""
+    return float(stats.t.ppf((1 + level) / 2, n_ver - 2)) if n_ver > 2 else np.nan
+
+
+def estimate(
+    atp: pd.DataFrame, real: pd.DataFrame, level: float = 0.95, small_gap: float = 0.0
+) -> tuple[pd.DataFrame, dict]:
+    """Per (layer, region): the stratified estimate of the mean restoration over all screened clips (take-all stratum
+    |gap| < small_gap, regression estimator over the rest) and its interval; and the agreement of AtP with real
+    patching over the verified (clip, region, layer) cells.
+
+    The interval is for what real patching of every screened clip would give (a finite population): the regression
+    residuals' variance with the finite-population correction, so it closes as the verified share grows to all."""
+    both = atp.merge(_real(real), on=CELL, how="inner").dropna(subset=["atp_restored", "logit_diff_restored"])
+    rows = []
+    for layer, region, g, taken, rest, x, y in _cells(atp, real, small_gap):
         n_rest, n_ver, n_taken = len(rest), len(y), len(taken)
         n = n_rest + n_taken
         if n_rest:
-            slope = float(np.cov(x, y)[0, 1] / x.var(ddof=1)) if n_ver > 2 and x.var() > 1e-12 else 0.0
+            slope, s2 = _fit(x, y)
             est_rest = y.mean() + slope * (rest["atp_restored"].mean() - x.mean()) if n_ver else np.nan
-            # the difference estimator's standard error, which the regression estimator's does not exceed; the
-            # regression's own (residual variance) under-covered on the dev split: restorations are heavy-tailed
-            sampled = (y - x).var(ddof=1) / n_ver if n_ver > 1 else np.nan
-            se_rest = np.sqrt(rest["atp_restored"].var(ddof=1) / n_rest + sampled)
-            est, se = (taken.sum() + n_rest * est_rest) / n, n_rest / n * se_rest
+            se_rest = np.sqrt(max(0.0, 1 - n_ver / n_rest) * s2 / n_ver) if n_ver else np.nan
+            est, half = (taken.sum() + n_rest * est_rest) / n, _quantile(level, n_ver) * n_rest / n * se_rest
+            if n_ver == n_rest:  # every clip verified: real patching's mean, no sampling error
+                half = 0.0
         else:  # every clip in the take-all stratum: real patching's mean, no sampling error
-            slope, est, se = np.nan, (taken.mean() if n_taken else np.nan), 0.0
-        rows.append(dict(layer=layer, position=region, estimate=est, lo=est - z * se, hi=est + z * se,
+            slope, est, half = np.nan, (taken.mean() if n_taken else np.nan), 0.0
+        rows.append(dict(layer=layer, position=region, estimate=est, lo=est - half, hi=est + half,
                          atp_mean=g["atp_restored"].mean(), slope=slope, n_screened=n,
                          n_verified=n_ver + n_taken, n_take_all=n_taken))  # fmt: skip
     err = (both["atp_restored"] - both["logit_diff_restored"]).abs()
@@ -109,3 +140,37 @@ def estimate(
         "mean_abs_error": float(err.mean()) if len(err) else float("nan"),
     }
     return pd.DataFrame(rows), agreement
+
+
+def topup_shares(
+    atp: pd.DataFrame, real: pd.DataFrame, share: float, small_gap: float, tol: float, level: float = 0.95
+) -> dict[str, float]:
+    """Per region: the verified share that brings every layer's interval half-width within `tol` (two-phase
+    sampling: the first phase's residual variance decides the second phase's size), at least `share`; 1 where
+    the first phase verified too few clips to tell."""
+    need: dict[str, float] = {}
+    for _, region, _, taken, rest, x, y in _cells(atp, real, small_gap):
+        n_rest, n = len(rest), len(rest) + len(taken)
+        _, s2 = _fit(x, y)
+        if not n_rest:
+            frac = share
+        elif not np.isfinite(s2):
+            frac = 1.0
+        else:  # half = q (n_rest/n) sqrt((1/m - 1/n_rest) s2) <= tol  <=>  m >= 1 / (c / s2 + 1 / n_rest)
+            c = (tol * n / (_quantile(level, len(y)) * n_rest)) ** 2
+            frac = np.ceil(1.0 / (c / max(s2, 1e-300) + 1.0 / n_rest) - 1e-9) / n_rest  # whole clips
+        need[region] = max(need.get(region, share), min(1.0, frac))
+    return need
+
+
+def topup(gaps: pd.Series, shares: dict[str, float], share: float, seed: int, small_gap: float) -> dict[str, tuple]:
+    """The second phase: each screened clip not patched for real yet, and the regions it is now verified for (the
+    same seeded hash against each region's larger share, so every region's verified clips stay a random sample)."""
+    out = {}
+    for sample, gap in gaps.items():
+        if to_verify(str(sample), gap, share, seed, small_gap):
+            continue
+        regions = tuple(r for r, s in shares.items() if verified(str(sample), s, seed))
+        if regions:
+            out[str(sample)] = regions
+    return out

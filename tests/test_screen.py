@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,7 @@ from patchlab.data import label_set, load_track
 from patchlab.experiment import from_dict
 from patchlab.patching.attribution import attribution
 from patchlab.runner import run
-from patchlab.screen import estimate, region_atp, to_verify, verified
+from patchlab.screen import estimate, region_atp, to_verify, topup, topup_shares, verified
 
 
 def test_verified_share_is_seeded_and_independent_of_order():
@@ -37,14 +39,17 @@ def test_region_atp_is_the_sum_of_the_cell_estimates(qwen, toy_data):
         assert row.atp_restored == pytest.approx(float(c.atp_linear.sum()) / den, abs=1e-5)
 
 
+def _config(tiny_dir, toy_data, share, small_gap=0.0, tol=None) -> dict:
+    ground = {"n_boot": 50, "screen": share, "screen_gap": small_gap, **({"screen_tol": tol} if tol else {})}
+    return dict(name="screen", model=str(tiny_dir("qwen2_audio")), data=str(toy_data), tracks=["Gender"],
+                analyses=["patch", "ground"], limit=6, shard_size=3, dtype="float64", ground=ground)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def screened(tiny_dir, toy_data, tmp_path_factory):
-    def go(share, small_gap=0.0):
-        cfg = dict(name="screen", model=str(tiny_dir("qwen2_audio")), data=str(toy_data), tracks=["Gender"],
-                   analyses=["patch", "ground"], limit=6, shard_size=3, dtype="float64",
-                   ground={"n_boot": 50, "screen": share, "screen_gap": small_gap})  # fmt: skip
-        out = tmp_path_factory.mktemp(f"screen{share}_{small_gap}")
-        return run(from_dict(cfg, "test"), out, progress=False), out
+    def go(share, small_gap=0.0, tol=None):
+        out = tmp_path_factory.mktemp(f"screen{share}_{small_gap}_{tol}")
+        return run(from_dict(_config(tiny_dir, toy_data, share, small_gap, tol), "test"), out, progress=False), out
 
     return go
 
@@ -124,3 +129,73 @@ def test_take_all_stratum_beats_the_plain_share_on_heavy_tailed_restorations():
             keep = r[[to_verify(s, g, 0.25, k, small_gap) for s, g in zip(a["sample"], a["gap"])]]
             errs.append(abs(estimate(a, keep, small_gap=small_gap)[0]["estimate"].iloc[0] - truth))
     assert np.mean(strat) < 0.5 * np.mean(plain)
+
+
+def test_a_share_that_verifies_no_clip_finishes_and_says_so(screened):
+    """A shard with no clip to patch writes a table without columns; the run still merges (no crash, no interval)."""
+    summary, out = screened(0.01)
+    atp = pd.read_csv(out / "tables" / "screen_atp.csv")
+    assert not any(verified(s, 0.01, 0) for s in atp["sample"].unique())  # the premise: nothing verified
+    s = summary["tracks"]["Gender"]["screening"]
+    assert s["n_clips_verified"] == 0 and "raise ground.screen" in s["note"]
+
+
+def test_second_phase_with_a_tight_tol_verifies_every_region_and_equals_real_patching(screened):
+    """A tolerance no sample can meet sizes every region's second phase to all clips: the top-up rows are real
+    patching's rows of those clips (the same pairs, exactly), and the estimate is real patching's mean, closed."""
+    full_summary, full = screened(1.0)
+    summary, out = screened(0.3, tol=1e-9)
+    s = summary["tracks"]["Gender"]["screening"]
+    assert s["tol_met"] and s["n_clips_verified"] == 6 and set(s["max_half_width"].values()) == {0.0}
+    first = set(pd.read_csv(out / "tables" / "patching.csv")["sample"])
+    second = pd.read_csv(out / "tables" / "screen_topup.csv")
+    assert set(second["sample"]) == {f for f in pd.read_csv(out / "tables" / "screen_atp.csv")["sample"]} - first
+    every = pd.read_csv(full / "tables" / "patching.csv")
+    keys = ["sample", "layer", "position"]
+    both = second.merge(every, on=keys, suffixes=("", "_all"))
+    assert len(both) == len(second) > 0 and np.array_equal(both["logit_diff"], both["logit_diff_all"])
+    one = pd.read_csv(out / "tables" / "screened_grounding_Gender.csv")
+    ref = pd.read_csv(full / "tables" / "screened_grounding_Gender.csv")
+    assert np.allclose(one["estimate"], ref["estimate"], atol=1e-12) and (one["lo"] == one["hi"]).all()
+    assert (
+        summary["tracks"]["Gender"]["grounding"]["n_samples"]
+        < full_summary["tracks"]["Gender"]["grounding"]["n_samples"]
+    )  # the grounding statistics stay on the first phase's random share
+
+
+def test_second_phase_shards_resume_exactly_and_refuse_a_changed_plan(screened, tiny_dir, toy_data):
+    """A run killed before its second phase finished is completed by --resume to the same tables; a top-up shard
+    whose recorded regions differ from the plan is refused."""
+    import shutil
+
+    from patchlab.errors import PatchlabError
+
+    _, out = screened(0.3, tol=1e-9)
+    exp = from_dict(_config(tiny_dir, toy_data, 0.3, tol=1e-9), "test")
+    before = pd.read_csv(out / "tables" / "screened_grounding_Gender.csv")
+    topups = sorted((out / "shards").glob("Gender-topup-*"))
+    assert topups
+    shutil.rmtree(topups[-1])
+    run(exp, out, resume=True, progress=False)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "tables" / "screened_grounding_Gender.csv"), before)
+    done = topups[0] / "done"
+    meta = json.loads(done.read_text())
+    done.write_text(json.dumps({**meta, "regions": ["audio"] * len(meta["samples"])}))
+    try:
+        with pytest.raises(PatchlabError, match="other samples \\(or regions\\)"):
+            run(exp, out, resume=True, progress=False)
+    finally:
+        done.write_text(json.dumps(meta))
+
+
+def test_topup_shares_follow_the_residuals_and_stay_nested():
+    """The second phase's share grows as the tolerance tightens (1 where no sample meets it, the first share where
+    the first phase already does), and the clips it adds are exactly those the larger share's hash picks."""
+    a, r = _strata(200, np.random.default_rng(2))
+    first = r[[to_verify(s, g, 0.25, 0, 1.0) for s, g in zip(a["sample"], a["gap"])]]
+    loose, mid, tight = (topup_shares(a, first, 0.25, 1.0, tol)["audio"] for tol in (10.0, 0.005, 1e-9))
+    assert loose == 0.25 and 0.25 < mid < 1.0 and tight == 1.0
+    gaps = a.set_index("sample")["gap"]
+    extra = topup(gaps, {"audio": mid, "text": 0.25}, 0.25, 0, 1.0)
+    expected = {s for s, g in gaps.items() if g >= 1.0 and verified(s, mid, 0) and not verified(s, 0.25, 0)}
+    assert set(extra) == expected and all(v == ("audio",) for v in extra.values())

@@ -2,9 +2,9 @@
 per forward (the lens, the answer, the clean and patched runs, knockouts and enrichment all re-run the same clip).
 
 Exact by construction: a hit returns the tensors the same module computed for bit-identical inputs and unchanged
-weights (the key holds the parameters' version counters, which every in-place edit advances). Only without
-gradients (training and attribution run the encoder as usual), and never while `fresh` is on (hooks inside the
-encoder, e.g. encoder probes, must see it run).
+weights (the key holds the parameters' version counters, which every in-place edit advances). Only where no graph
+is built (training runs the encoder as usual; attribution freezes the weights), and never while `fresh` is on
+(hooks inside the encoder, e.g. encoder probes, must see it run).
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ def input_key(args: tuple, kwargs: dict) -> tuple:
     return tuple(parts)
 
 
+def _needs_graph(module: nn.Module, args: tuple, kwargs: dict) -> bool:
+    """Whether a call under grad mode builds a graph: a parameter or a tensor input requires a gradient."""
+    tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
+    return any(p.requires_grad for p in module.parameters()) or any(t.requires_grad for t in tensors)
+
+
 class EncoderMemo:
     """Wraps `module.forward`: outputs for the `size` most recent distinct inputs are served from memory."""
 
@@ -43,7 +49,7 @@ class EncoderMemo:
         module.forward = self.forward
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.on or torch.is_grad_enabled():
+        if not self.on or (torch.is_grad_enabled() and _needs_graph(self.module, args, kwargs)):
             return self.compute(*args, **kwargs)
         key = (input_key(args, kwargs), sum(p._version for p in self.module.parameters()))
         if key in self.store:

@@ -7,8 +7,8 @@ pattern change exact. `verify_top` re-runs the K largest cells with real patchin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 
 import pandas as pd
 import torch
@@ -24,6 +24,20 @@ from .qk_fix import capture_attention, qk_correction
 from .spec import PatchSpec
 
 ATP_SITES = ("resid_pre", "attn_out", "mlp_out")
+
+
+@contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[None]:
+    """No parameter requires a gradient within the block: a backward computes the activations' gradients only (AtP
+    needs no weight gradients), and the audio encoder, upstream of the leaf, builds no graph (its memo serves)."""
+    was = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in was:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, r in was:
+            p.requires_grad_(r)
 
 
 def _corrupt_with_grads(lalm: HookedLALM, pair: Pair, sites: Sequence[str], label_ids: Sequence[int], attention):
@@ -45,7 +59,13 @@ def _corrupt_with_grads(lalm: HookedLALM, pair: Pair, sites: Sequence[str], labe
     reads = {(s, la): keep((s, la)) for s in sites for la in range(lalm.n_layers)}
     handle = lalm.decoder.register_forward_pre_hook(leaf, with_kwargs=True)
     try:
-        with torch.enable_grad(), embed_noise(lalm, pair.embed_noise), hooked(lalm, reads=reads), attention as att:
+        with (
+            frozen(lalm.model),
+            torch.enable_grad(),
+            embed_noise(lalm, pair.embed_noise),
+            hooked(lalm, reads=reads),
+            attention as att,
+        ):
             batch = pair.corrupt.to(lalm.device, lalm.dtype)
             logits = lalm.model(**batch.tensors, use_cache=False, logits_to_keep=1).logits[:, -1]
             metric = final_metrics(logits, label_ids, pair.label, logits.detach())["logit_diff"].sum()
