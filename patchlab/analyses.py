@@ -339,7 +339,7 @@ def _screening(exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, figu
                              tol_met=bool(np.isfinite(half).all() and (half <= tol + 1e-12).all()))  # fmt: skip
         if not np.isfinite(width):
             agreement["note"] = (
-                "fewer than 2 clips verified outside the take-all stratum: the estimates have no interval"
+                "fewer than 3 clips verified outside the take-all stratum: the estimates have no interval"
                 " (raise ground.screen)"
             )
         summary["tracks"].setdefault(track, {})["screening"] = agreement

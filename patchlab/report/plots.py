@@ -151,8 +151,8 @@ def grounding_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "",
 
 
 def screened_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    """Per region: the screened estimate of the mean restoration against layer with its 95% interval (normal,
-    survey sampling; not a bootstrap band), and AtP's uncorrected mean dashed."""
+    """Per region: the screened estimate of the mean restoration against layer with its 95% interval (survey
+    sampling's, for the mean over these clips; not a bootstrap band), and AtP's uncorrected mean dashed."""
     fig, ax = plt.subplots(figsize=(10, 4))
     for region, g in per_layer.groupby("position", sort=False):
         color = REGION_COLORS.get(str(region))
