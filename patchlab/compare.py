@@ -10,6 +10,10 @@ Per track and per pair of models (the first model against each other), paired by
 - for a model with a transcript region (an ASR front end's words in the prompt): whether the transcript restores
   more of the answer than the audio at the first patched layer;
 - knockout curves of each model side by side (tables/compare_knockout_<track>.csv).
+
+Restorations are ratios over each clip's clean - corrupt gap, so a clip with a small gap can restore +12 or -11
+and decide a mean: the two tests on restorations use signed ranks and the Hodges-Lehmann shift
+(`stats.paired_ranks`); the critical depth, bounded in [0, 1], keeps the mean's sign-flip test.
 """
 
 from __future__ import annotations
@@ -135,7 +139,7 @@ def compare(exp: Experiment, out: Path, runs: dict[str, Path], small: bool) -> d
             summary["tracks"][f"{track} · {name}"] = summaries[name]["tracks"].get(track, {})
             if "delta_transcript_first" in c:
                 x, y = c["delta_transcript_first"].to_numpy(float), c["delta_audio_first"].to_numpy(float)
-                tested.append((track, stats.paired(
+                tested.append((track, stats.paired_ranks(
                     f"{track}, {name}: at the first patched layer the transcript restores more of the answer than "
                     "the audio", x, y, seed=exp.seed)))  # fmt: skip
         for b in names[1:]:
@@ -146,7 +150,7 @@ def compare(exp: Experiment, out: Path, runs: dict[str, Path], small: bool) -> d
                     seed=exp.seed)))  # fmt: skip
             if "audio_depth" in clips[a] and "audio_depth" in clips[b]:
                 x, y = _paired_rows(clips[a], clips[b], "audio_depth")
-                tested.append((track, stats.paired(
+                tested.append((track, stats.paired_ranks(
                     f"{track}: {b} keeps the answer in its audio positions deeper than {a} (mean Δ_audio over "
                     "the patched layers)", x, y, seed=exp.seed)))  # fmt: skip
         if all(g is not None for g in ground.values()):
