@@ -80,6 +80,12 @@ def sign_flip_p(d: np.ndarray, alternative: str = "greater", n_resamples: int = 
     return float(res.pvalue)
 
 
+def differences(x: Sequence[float], y: Sequence[float] | None = None) -> np.ndarray:
+    """Paired differences x - y over clips (y = 0 when omitted), non-finite ones dropped."""
+    d = np.asarray(x, dtype=float) - (0.0 if y is None else np.asarray(y, dtype=float))
+    return d[np.isfinite(d)]
+
+
 def paired(
     hypothesis: str,
     x: Sequence[float],
@@ -89,8 +95,7 @@ def paired(
     level: float = 0.95,
 ) -> Verdict:
     """H: mean(x - y) > 0 over paired clips (y = 0 when omitted). Sign-flip p (one-sided), bootstrap CI."""
-    d = np.asarray(x, dtype=float) - (0.0 if y is None else np.asarray(y, dtype=float))
-    d = d[np.isfinite(d)]
+    d = differences(x, y)
     lo, hi = bootstrap_mean_ci(d, n_boot, level, seed)
     return Verdict(
         hypothesis, float(d.mean()) if d.size else float("nan"), lo, hi, sign_flip_p(d, seed=seed), int(d.size),
@@ -116,8 +121,7 @@ def paired_ranks(
     """H: x - y is shifted above 0 over paired clips: Wilcoxon's signed-rank p (one-sided, exact for small n), the
     Hodges-Lehmann shift with a percentile bootstrap CI. For heavy-tailed differences (restorations are ratios over
     each clip's gap, so a clip with a small gap can restore +12 or -11), where a mean is decided by a few clips."""
-    d = np.asarray(x, dtype=float) - (0.0 if y is None else np.asarray(y, dtype=float))
-    d = d[np.isfinite(d)]
+    d = differences(x, y)
     if d.size == 0 or not d.any():
         p = float("nan") if d.size == 0 else 1.0
         lo = hi = float("nan") if d.size == 0 else 0.0
