@@ -138,13 +138,9 @@ def _shown(s) -> str:
         return s.path.name
 
 
-def _topup_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataFrame]:
+def _topup_tables(lalm, exp, shard, samples, pairs, labels, skipped) -> dict[str, pd.DataFrame]:
     """A screened run's second-phase shard: its clips patched for real at the regions each is now verified for."""
-    pool = load_track(exp.data, shard.track)
-    labels = label_set(lalm, sorted({s.label for s in pool}), exp.prompt, exp.label_space)
     wanted = dict(zip(shard.samples, shard.regions))
-    samples = [s for s in load_track(exp.data, shard.track, exp.limit, exp.seed) if s.id in wanted]
-    samples, _, pairs, skipped = usable(lalm, exp, samples, pool, labels)
     tables = []
     for regions in dict.fromkeys(wanted.values()):  # clips verified for the same regions patched together
         todo = [pairs[s.id] for s in samples if s.id in pairs and wanted[s.id] == regions]
@@ -156,13 +152,15 @@ def _topup_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.Data
 
 def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataFrame]:
     """Everything one shard contributes, as tidy tables keyed by analysis (broken samples: `skipped` rows)."""
-    if shard.regions:
-        return _topup_tables(lalm, exp, shard)
     pool = load_track(exp.data, shard.track)
     track_labels = sorted({s.label for s in pool})
     labels = label_set(lalm, track_labels, exp.prompt, exp.label_space)
-    samples = load_track(exp.data, shard.track, exp.limit, exp.seed)[shard.start : shard.stop]
+    samples = load_track(exp.data, shard.track, exp.limit, exp.seed)
+    # a second-phase shard holds the clips it names; a first-phase one a run of consecutive clips
+    samples = [s for s in samples if s.id in shard.samples] if shard.regions else samples[shard.start : shard.stop]
     samples, waves, pairs, skipped = usable(lalm, exp, samples, pool, labels)
+    if shard.regions:
+        return _topup_tables(lalm, exp, shard, samples, pairs, labels, skipped)
     out: dict[str, pd.DataFrame] = {}
 
     def prepared(s, prompt: Prompt):
@@ -320,8 +318,7 @@ def _screening(exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, figu
     real = pd.concat([tables.get("patch", empty), second], ignore_index=True)
     small_gap, tol = exp.ground.get("screen_gap", 1.0), exp.ground.get("screen_tol")
     for track, g in scr.groupby("track", sort=False):
-        mine = real[(real["track"] == track) & (real["direction"] == "denoise") & (real["site"] == "resid_pre")]
-        per_layer, agreement = estimate(g, mine, exp.ground.get("level", 0.95), small_gap)
+        per_layer, agreement = estimate(g, real[real["track"] == track], exp.ground.get("level", 0.95), small_gap)
         per_layer.insert(0, "track", track)
         write_table(out / "tables" / f"screened_grounding_{track}.csv", per_layer)
         path = plots.screened_curves(per_layer, out / "plots" / f"screened_grounding_{track}.png",

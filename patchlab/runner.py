@@ -326,8 +326,6 @@ def topup_shards(exp: Experiment, out: Path, shards: list[Shard]) -> list[Shard]
         if atp.empty:
             continue
         real = _concat(out, mine, "patch")
-        if not real.empty:
-            real = real[(real["direction"] == "denoise") & (real["site"] == "resid_pre")]
         shares = topup_shares(atp, real, g["screen"], small_gap, g["screen_tol"], g.get("level", 0.95))
         extra = topup(atp.groupby("sample", sort=False)["gap"].first(), shares, g["screen"], exp.seed, small_gap)
         ids = [i for s in mine for i in s.samples if i in extra]

@@ -62,7 +62,6 @@ def region_atp(lalm: HookedLALM, pair: Pair, label_ids: Sequence[int], regions: 
                 est = float(per_pos[list(r.positions(region))].sum())
                 restored = est / den if abs(den) > 1e-6 else float("nan")
                 rows.append(dict(sample=pair.sample, layer=layer, position=region, atp_restored=restored, gap=den))
-    lalm.model.zero_grad(set_to_none=True)
     return pd.DataFrame(rows)
 
 
@@ -80,16 +79,19 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 CELL = ["sample", "layer", "position"]
 
 
-def _real(real: pd.DataFrame) -> pd.DataFrame:
-    """Real patching's restored logit difference per (clip, layer, region); empty when no clip was patched."""
-    return real.reindex(columns=[*CELL, "logit_diff_restored"]).dropna()
-
-
-def _cells(atp: pd.DataFrame, real: pd.DataFrame, small_gap: float) -> Iterator[tuple]:
-    """Per (layer, region): the take-all stratum's real restorations, the rest's AtP, and the verified rest's AtP
-    and real restorations (x, y)."""
-    real = _real(real)
+def _joined(atp: pd.DataFrame, real: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Real patching's restored logit difference per (clip, layer, region), from its denoising resid_pre rows (what
+    AtP estimates; empty when no clip was patched), and those rows joined to the AtP rows of the same cells."""
+    if "direction" in real:
+        real = real[(real["direction"] == "denoise") & (real["site"] == "resid_pre")]
+    real = real.reindex(columns=[*CELL, "logit_diff_restored"]).dropna()
     both = atp.merge(real, on=CELL, how="inner").dropna(subset=["atp_restored", "logit_diff_restored"])
+    return real, both
+
+
+def _cells(atp: pd.DataFrame, real: pd.DataFrame, both: pd.DataFrame, small_gap: float) -> Iterator[tuple]:
+    """Per (layer, region): the take-all stratum's real restorations, the rest's AtP, and the verified rest's AtP
+    and real restorations (x, y); `real` and `both` as `_joined` gives them."""
     small = atp["gap"].abs() < small_gap
     for (layer, region), g in atp.groupby(["layer", "position"], sort=True):
         cell = (real.layer == layer) & (real.position == region)
@@ -113,9 +115,9 @@ def estimate(
 
     The interval is for what real patching of every screened clip would give (a finite population): the regression
     residuals' variance with the finite-population correction, so it closes as the verified share grows to all."""
-    both = atp.merge(_real(real), on=CELL, how="inner").dropna(subset=["atp_restored", "logit_diff_restored"])
+    real, both = _joined(atp, real)
     rows = []
-    for layer, region, g, taken, rest, x, y in _cells(atp, real, small_gap):
+    for layer, region, g, taken, rest, x, y in _cells(atp, real, both, small_gap):
         n_rest, n_ver, n_taken = len(rest), len(y), len(taken)
         n = n_rest + n_taken
         if n_rest:
@@ -149,7 +151,7 @@ def topup_shares(
     sampling: the first phase's residual variance decides the second phase's size), at least `share`; 1 where
     the first phase verified too few clips to tell."""
     need: dict[str, float] = {}
-    for _, region, _, taken, rest, x, y in _cells(atp, real, small_gap):
+    for _, region, _, taken, rest, x, y in _cells(atp, *_joined(atp, real), small_gap):
         n_rest, n = len(rest), len(rest) + len(taken)
         _, s2 = _fit(x, y)
         if not n_rest:

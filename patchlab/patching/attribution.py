@@ -118,7 +118,6 @@ def attribution(
                         atp_restored=e / den if abs(den) > 1e-6 else float("nan"),
                     )
                 )
-        lalm.model.zero_grad(set_to_none=True)
     return pd.DataFrame(rows)
 
 
