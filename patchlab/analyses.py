@@ -44,8 +44,9 @@ def cue_prompt(sample, fmt: str, cue_label: str) -> Prompt:
     return Prompt(f"Note: the {attr} is {verbalize(cue_label, 'qa')}. {base.instruction}".strip(), base.prefix)
 
 
-def _pair(lalm, exp, s, pool, labels, prompt=None):
-    kind = exp.patch.get("corruption", "swap")
+def _pair(lalm, exp, s, pool, labels, prompt=None, section="patch"):
+    """The clean/corrupted pair of one clip, corrupted as `section` (patch or cue) of the config says."""
+    kind = exp.options(section)["corruption"]
     return make_pair(lalm, s, kind, exp.prompt, labels.index(s.label), pool, exp.seed, prompt=prompt)
 
 
@@ -62,13 +63,14 @@ def _patch_rows(lalm, exp, pairs, labels, track, condition=None, skipped=None, r
 
     With `skipped` (a list), a pair whose run turns non-finite becomes a skipped row instead of stopping the run.
     """
-    chosen = _layers(lalm, exp.patch.get("layers"), "patch.layers")
+    opts = exp.options("patch")
+    chosen = _layers(lalm, opts["layers"], "patch.layers")
     regions = regions or regions_for(pairs)
-    specs = region_specs(lalm.n_layers, regions, exp.patch.get("site", "resid_pre"), layers=chosen)
+    specs = region_specs(lalm.n_layers, regions, opts["site"], layers=chosen)
     tables = []
     for p in pairs:
         try:
-            res = patch(lalm, [p], specs, labels.token_ids, max_batch=exp.patch.get("max_batch", 64), progress=False)
+            res = patch(lalm, [p], specs, labels.token_ids, max_batch=opts["max_batch"], progress=False)
         except PatchlabError as e:
             if skipped is None:
                 raise
@@ -179,8 +181,8 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
                         lalm,
                         prepared(s, build_prompt(s, fmt)),
                         ls,
-                        exp.lens.get("last_text", 5),
-                        exp.lens.get("audio_bins", 10),
+                        exp.options("lens")["last_text"],
+                        exp.options("lens")["audio_bins"],
                     )
                 except PatchlabError as e:
                     skipped.append(_skip_row(s.track, s.id, _shown(s), e, f"lens[{fmt}]"))
@@ -190,15 +192,14 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
     paired = [s for s in samples if s.id in pairs]
     if paired and ("patch" in exp.analyses or "ground" in exp.analyses):
         todo = [pairs[s.id] for s in paired]
-        share = exp.ground.get("screen")
+        share, small_gap = exp.options("ground")["screen"], exp.options("ground")["screen_gap"]
         if share is not None:  # every clip screened by attribution, the verified share patched for real
             out["screen"] = scr = _screen_rows(lalm, todo, labels, shard.track, skipped)
             gaps = dict(zip(scr["sample"], scr["gap"])) if len(scr) else {}
-            small_gap = exp.ground.get("screen_gap", 1.0)
             todo = [p for p in todo if to_verify(p.sample, gaps.get(p.sample), share, exp.seed, small_gap)]
         out["patch"] = _patch_rows(lalm, exp, todo, labels, shard.track, skipped=skipped)
     if samples and "enrich" in exp.analyses:
-        combos = grid(lalm.n_layers, exp.enrich.get("coefficients", (0.5, 1.0, "mean")), exp.enrich.get("step"))
+        combos = grid(lalm.n_layers, exp.options("enrich")["coefficients"], exp.options("enrich")["step"])
         rows = []
         for s in samples:
             try:
@@ -230,9 +231,9 @@ def _knockout_rows(lalm, exp, samples, prepared, labels, skipped) -> pd.DataFram
     """Attention knockouts (query region -> key region, from each chosen layer to the top) on each clean clip."""
     from .patching.knockout import knockout, window_specs
 
-    k = exp.knockout
-    layers = _layers(lalm, k.get("layers"), "knockout.layers")
-    pairs = [tuple(p) for p in k.get("pairs", (("final", "audio"), ("text", "audio"), ("final", "text")))]
+    k = exp.options("knockout")
+    layers = _layers(lalm, k["layers"], "knockout.layers")
+    pairs = [tuple(p) for p in k["pairs"]]
     specs = window_specs(lalm.n_layers, pairs, layers)
     tables = []
     for s in samples:
@@ -275,7 +276,7 @@ def _cue_tables(lalm, exp, samples, waves, pool, labels, track_labels):
                     follows_cue=chosen == cue,
                 )
             )
-        pairs = [_pair(lalm, exp, s, pool, labels, prompts[s.id]) for s in samples]
+        pairs = [_pair(lalm, exp, s, pool, labels, prompts[s.id], "cue") for s in samples]
         patches.append(_patch_rows(lalm, exp, pairs, labels, samples[0].track, condition))
     return pd.DataFrame(rows), pd.concat(patches, ignore_index=True)
 
@@ -283,20 +284,20 @@ def _cue_tables(lalm, exp, samples, waves, pool, labels, track_labels):
 def _random_share(patched: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
     """The clips a screened run verified at random (not its take-all stratum of small gaps), so that statistics and
     verdicts on real patching rest on a random sample of the dataset; all clips when not screening."""
-    share = exp.ground.get("screen")
+    share = exp.options("ground")["screen"]
     if share is None:
         return patched
     return patched[patched["sample"].map(lambda s: verified(s, share, exp.seed)).astype(bool)]
 
 
 def _ground(table: pd.DataFrame, exp: Experiment):
-    g = exp.ground
+    g = exp.options("ground")
     return grounding(
         table,
-        g.get("metric", "logit_diff"),
-        g.get("tol", 0.05),
-        g.get("n_boot", 1000),
-        g.get("level", 0.95),
+        g["metric"],
+        g["tol"],
+        g["n_boot"],
+        g["level"],
         seed=exp.seed,
         drop_unchanged=True,
     )
@@ -316,9 +317,10 @@ def _screening(exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, figu
     if len(second):
         write_table(out / "tables" / "screen_topup.csv", second)
     real = pd.concat([tables.get("patch", empty), second], ignore_index=True)
-    small_gap, tol = exp.ground.get("screen_gap", 1.0), exp.ground.get("screen_tol")
+    opts = exp.options("ground")
+    small_gap, tol = opts["screen_gap"], opts["screen_tol"]
     for track, g in scr.groupby("track", sort=False):
-        per_layer, agreement = estimate(g, real[real["track"] == track], exp.ground.get("level", 0.95), small_gap)
+        per_layer, agreement = estimate(g, real[real["track"] == track], opts["level"], small_gap)
         per_layer.insert(0, "track", track)
         write_table(out / "tables" / f"screened_grounding_{track}.csv", per_layer)
         path = plots.screened_curves(per_layer, out / "plots" / f"screened_grounding_{track}.png",
@@ -326,7 +328,7 @@ def _screening(exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, figu
         figures.append((f"Screened grounding: {track}", path))
         width = float((per_layer["hi"] - per_layer["lo"]).max())
         take_all = int(g.loc[g["gap"].abs() < small_gap, "sample"].nunique())
-        agreement.update(share=exp.ground["screen"], screen_gap=small_gap, n_clips_take_all=take_all,
+        agreement.update(share=opts["screen"], screen_gap=small_gap, n_clips_take_all=take_all,
                          max_interval_width=width if np.isfinite(width) else None)  # fmt: skip
         if tol is not None:  # the second phase: which clips it added per region, and whether the target was met
             added = second[second["track"] == track].groupby("position")["sample"].nunique()
@@ -375,7 +377,7 @@ def _findings(exp, tables, ground_rows, label_counts, out, figures, summary) -> 
     from .report import plots
 
     per, knock = tables["lens"], tables.get("knockout")
-    alpha, weight, seed = exp.lens.get("alpha", 0.2), exp.lens.get("weight", "excess"), exp.seed
+    alpha, weight, seed = exp.options("lens")["alpha"], exp.options("lens")["weight"], exp.seed
     tested, cells = [], []
     for (track, fmt), mine in per.groupby(["track", "format"], sort=False):
         cell, n_labels = f"{track} [{fmt}]", label_counts[track]
@@ -458,7 +460,7 @@ def merge(
         write_table(out / "tables" / "information_scores.csv", scores)
         n_layers = int(per["layer"].max()) + 1
         label_counts = {t: len({s.label for s in load_track(exp.data, t)}) for t in scores["track"].unique()}
-        alpha, weight = exp.lens.get("alpha", 0.2), exp.lens.get("weight", "excess")
+        alpha, weight = exp.options("lens")["alpha"], exp.options("lens")["weight"]
         for (track, fmt), g in scores.groupby(["track", "format"], sort=False):
             n_labels = label_counts[track]  # the lens reads the track's label set
             crit = critical_layers(g, n_labels, alpha, weight)
@@ -509,7 +511,7 @@ def merge(
                 g,
                 "logit_diff_restored",
                 out / "plots" / f"patch_{track}.png",
-                f"{track}: clean regions patched into the {exp.patch.get('corruption', 'swap')}-corrupted run",
+                f"{track}: clean regions patched into the {exp.options('patch')['corruption']}-corrupted run",
             )
             figures.append((f"Activation patching: {track}", path))
             s = summary["tracks"].setdefault(track, {})
@@ -536,7 +538,7 @@ def merge(
         t = tables["enrich"]
         write_table(out / "tables" / "enrichment.csv", t)
         for track, g in t.groupby("track", sort=False):
-            split = exp.enrich.get("split", 0.5)
+            split = exp.options("enrich")["split"]
             choice = search(g, split, exp.seed)
             summary["tracks"].setdefault(track, {})["enrichment"] = choice
             tested.append(

@@ -7,22 +7,28 @@ so no row is lost or duplicated. Ray is optional (`pip install patchlab[ray]`).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import PatchlabError
 
 
 def run_ray(
-    config: dict, shards: Sequence, out: str, address: str | None, device: str, run_id: str = "", retries: int = 3
+    work: Callable[[dict, object, str, str], str],
+    config: dict,
+    shards: Sequence,
+    out: str,
+    address: str | None,
+    device: str,
+    run_id: str = "",
+    retries: int = 3,
 ) -> list[str]:
-    """Run `compute_shard` for every shard on a Ray cluster (`address`, or a local one) and wait for all."""
+    """Run `work(config, shard, out, run_id)` (the runner's `compute_shard`) for every shard on a Ray cluster
+    (`address`, or a local one) and wait for all."""
     try:
         import ray
     except ImportError as e:
         raise PatchlabError("the Ray executor needs ray", 'install it with: pip install "patchlab[ray]"') from e
     from tqdm.auto import tqdm
-
-    from .runner import compute_shard
 
     started = not ray.is_initialized()
     if started:
@@ -30,7 +36,7 @@ def run_ray(
         ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     try:
         gpus = 1 if device.startswith("cuda") else 0
-        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=retries, retry_exceptions=False)(compute_shard)
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=retries, retry_exceptions=False)(work)
         pending = [task.remote(config, s, out, run_id) for s in shards]
         done = []
         with tqdm(total=len(pending), desc="shards (ray)", unit="shard") as bar:

@@ -61,6 +61,11 @@ class Experiment:
             return self
         return from_dict({**dataclasses.asdict(self), **self.small, "small": {}}, f"{self.name} (small)")
 
+    def options(self, section: str) -> dict[str, Any]:
+        """One analysis section (lens, patch, ground, enrich, cue, knockout) as given, with the schema's defaults
+        for the keys it leaves out: the one place those defaults live."""
+        return _Config.model_fields[section].annotation.model_validate(getattr(self, section)).model_dump()
+
     def digest(self) -> str:
         """Hash of everything in the config that decides the rows (sharding included; not the device)."""
         d = dataclasses.asdict(self)

@@ -307,7 +307,7 @@ def _execute(exp: Experiment, out: Path, shards: list[Shard], run_id: str, execu
     else:
         from .executors import run_ray
 
-        run_ray(config, todo, str(out), address, exp.device, run_id)
+        run_ray(compute_shard, config, todo, str(out), address, exp.device, run_id)
 
 
 def topup_shards(exp: Experiment, out: Path, shards: list[Shard]) -> list[Shard]:
@@ -315,10 +315,10 @@ def topup_shards(exp: Experiment, out: Path, shards: list[Shard]) -> list[Shard]
     track, the clips and regions `patchlab.screen.topup` adds (in the track's order, `shard_size` clips a shard)."""
     from .screen import topup, topup_shares
 
-    g = exp.ground
-    if g.get("screen") is None or g.get("screen_tol") is None:
+    g = exp.options("ground")
+    if g["screen_tol"] is None:
         return []
-    small_gap = g.get("screen_gap", 1.0)
+    small_gap = g["screen_gap"]
     second = []
     for track in exp.tracks:
         mine = [s for s in shards if s.track == track]
@@ -326,7 +326,7 @@ def topup_shards(exp: Experiment, out: Path, shards: list[Shard]) -> list[Shard]
         if atp.empty:
             continue
         real = _concat(out, mine, "patch")
-        shares = topup_shares(atp, real, g["screen"], small_gap, g["screen_tol"], g.get("level", 0.95))
+        shares = topup_shares(atp, real, g["screen"], small_gap, g["screen_tol"], g["level"])
         extra = topup(atp.groupby("sample", sort=False)["gap"].first(), shares, g["screen"], exp.seed, small_gap)
         ids = [i for s in mine for i in s.samples if i in extra]
         for k, start in enumerate(range(0, len(ids), exp.shard_size)):

@@ -92,6 +92,16 @@ def test_unknown_config_key_is_refused():
         from_dict({"name": "x", "patch": {"corruptoin": "swap"}}, "x.yaml")
 
 
+def test_each_section_fills_in_the_schema_defaults_and_the_cue_run_takes_its_own_corruption(tiny_config, tmp_path):
+    exp = from_dict({"name": "x", "ground": {"screen": 0.5}}, "x.yaml")
+    assert exp.ground == {"screen": 0.5}  # as written: the run's identity hashes what the config says
+    assert exp.options("ground") == {**from_dict({"name": "y"}, "y.yaml").options("ground"), "screen": 0.5}
+    assert exp.options("ground")["level"] == 0.95 and exp.options("knockout")["pairs"][0] == ("final", "audio")
+    config = {**tiny_config, "analyses": ["cue"], "limit": 2, "patch": {"corruption": "swap"}}
+    run(from_dict({**config, "cue": {"corruption": "silence"}}, "test"), tmp_path, progress=False)
+    assert set(pd.read_csv(tmp_path / "tables" / "cue_patching.csv")["corruption"]) == {"silence"}
+
+
 def test_resume_refuses_a_different_config(tiny_config, reference_run):
     with pytest.raises(PatchlabError, match="already holds results"):
         run(from_dict(tiny_config, "test"), reference_run, progress=False)

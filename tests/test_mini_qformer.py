@@ -63,17 +63,18 @@ def test_whisper_transcribes_a_sakura_clip(sakura):
 
 
 @needs_parts
-def test_committed_connector_hears_language_and_some_gender(sakura):
-    """The real patchlab-mini-qformer (committed connector) answers SAKURA's language questions above the 75% target
-    and its gender questions not below chance (64.0% over all clips: the gender target is missed,
-    MODEL_CARD_QFORMER.md); a connector ignoring the audio and the transcript would sit at chance on both."""
+def test_committed_connector_hears_gender_and_language(sakura):
+    """The real patchlab-mini-qformer (committed connector) answers SAKURA's gender and language questions well above
+    chance: on these subsets 85.0% gender (40 clips, chance 50%) and 75.0% language (32 clips, chance 25%); all clips
+    87.3% and 75.7% (MODEL_CARD_QFORMER.md). A connector ignoring the audio and the transcript would sit at chance;
+    the thresholds leave room for a clip or two of CPU float drift."""
     from patchlab.answer import single_hop_accuracy
 
     lalm = patchlab.load("patchlab-mini-qformer")
     assert not lalm.is_random and lalm.family == "patchlab_mini_qformer"
     gender = single_hop_accuracy(lalm, sakura, ["Gender"], limit=40)
     language = single_hop_accuracy(lalm, sakura, ["Language"], limit=32)
-    assert language["correct"].mean() >= 0.75 and gender["correct"].mean() >= 0.5
+    assert gender["correct"].mean() >= 0.75 and language["correct"].mean() >= 0.65
 
 
 def test_transcription_is_decoded_once_per_clip(tiny_q, sakura, monkeypatch):
@@ -87,3 +88,24 @@ def test_transcription_is_decoded_once_per_clip(tiny_q, sakura, monkeypatch):
     again = tiny_q.prepare(wave, 16000, "What is the speaker's gender? Answer in one word.")
     assert not calls and again.regions[0].transcript == first.regions[0].transcript
     assert torch.equal(again.tensors["input_features"], first.tensors["input_features"])
+
+
+def test_attribute_heads_score_each_example_with_its_tracks_head(sakura):
+    """The training-only attribute loss is each example's cross-entropy under its own track's head, from the mean of
+    its clip's connector outputs; its gradient reaches the connector outputs (what it is there to shape)."""
+    from patchlab.mini.train import AttributeHeads, Example
+
+    samples = [s for t in ("Gender", "Language") for s in load_track(sakura, t, limit=4)]
+    heads = AttributeHeads(6, samples)
+    assert heads.labels["Gender"] == ["female", "male"] and len(heads.labels["Language"]) == 4
+    batch = [Example(None, None, "", s.track, s.label) for s in samples]
+    torch.manual_seed(0)
+    outputs = torch.randn(len(batch), 5, 6, requires_grad=True)
+    loss = heads.loss(outputs, batch)
+    expected = [
+        -torch.log_softmax(heads.heads[ex.track](outputs[i].mean(0)), -1)[heads.labels[ex.track].index(ex.label)]
+        for i, ex in enumerate(batch)
+    ]
+    assert torch.allclose(loss, torch.stack(expected).mean())
+    loss.backward()
+    assert outputs.grad.abs().sum(-1).gt(0).all()

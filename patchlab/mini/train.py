@@ -32,6 +32,8 @@ class Example:
     audio: Any  # the frozen audio side of one clip (EncodedAudio, TappedAudio): `.tokens`, `.expand(text, token)`
     prompt: Prompt
     target: str
+    track: str = ""
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Recipe:
     embed: Callable  # (model, input_ids, cached clips) -> input embeddings
     weights: str  # file name of the trained weights
     save_dtype: torch.dtype = torch.float32
+    attribute_weight: float = 0.0  # weight of the auxiliary attribute loss (`attribute_heads`); 0: none
 
 
 def distinct_audio(samples: list[Sample], rate: int) -> tuple[dict, dict[str, str]]:
@@ -103,7 +106,11 @@ def examples(samples: list[Sample], encoded: dict, formats=TRAIN_FORMATS) -> lis
             answer = verbalize(s.label, fmt)
             out.append(
                 Example(
-                    encoded[str(s.path)], build_prompt(s, fmt), answer if fmt == "direct" else answer + "<|im_end|>"
+                    encoded[str(s.path)],
+                    build_prompt(s, fmt),
+                    answer if fmt == "direct" else answer + "<|im_end|>",
+                    s.track,
+                    s.label,
                 )
             )
     return out
@@ -168,6 +175,7 @@ def recipes() -> dict[str, Recipe]:
             lambda m, ids, clips: m.model.embed_clips(ids, clips),
             "connector.safetensors",
             torch.float16,
+            attribute_weight=1.0,
         ),
     }
 
@@ -178,6 +186,31 @@ def answer_loss(model, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.T
     where = labels[:, 1:] != -100
     logits = model.lm_head(hidden[:, :-1][where])
     return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][where])
+
+
+class AttributeHeads(torch.nn.Module):
+    """Training-only linear heads, one per track, on the mean of a clip's connector outputs. Their loss asks the
+    connector to carry each attribute in its own outputs, as BLIP-2's first stage trains its Q-Former before the
+    LLM reads it; without it, patchlab-mini-qformer's queries fit the training voices and gender did not carry over
+    to real speech. Discarded after training: the model has no such head."""
+
+    def __init__(self, width: int, samples: list[Sample]) -> None:
+        super().__init__()
+        self.labels = {
+            t: sorted({s.label for s in samples if s.track == t}) for t in sorted({s.track for s in samples})
+        }
+        self.heads = torch.nn.ModuleDict({t: torch.nn.Linear(width, len(ls)) for t, ls in self.labels.items()})
+
+    def loss(self, outputs: torch.Tensor, batch: list[Example]) -> torch.Tensor:
+        """Mean cross-entropy of each example's label from its clip's pooled outputs (clips, tokens, width)."""
+        pooled = outputs.float().mean(1)
+        terms = [
+            torch.nn.functional.cross_entropy(
+                self.heads[ex.track](pooled[i]), torch.tensor(self.labels[ex.track].index(ex.label))
+            )
+            for i, ex in enumerate(batch)
+        ]
+        return torch.stack(terms).mean()
 
 
 def train(
@@ -210,25 +243,39 @@ def train(
     cached, kept, notes = recipe.prepare(model, processor, samples)
     pool = examples(kept, cached)
     adapter = ADAPTERS[recipe.family]
-    opt = torch.optim.AdamW(connector.parameters(), lr=lr, weight_decay=0.01)
+    params = list(connector.parameters())
+    outputs: list[torch.Tensor] = []
+    if recipe.attribute_weight:
+        heads = AttributeHeads(model.config.text_config.hidden_size, kept).to(device)
+        params += list(heads.parameters())
+        hook = connector.register_forward_hook(lambda module, args, out: outputs.append(out))
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
     )
     rng = random.Random(seed)
-    losses = []
+    losses, attribute_losses = [], []
     bar = tqdm(range(steps), desc=f"training {model_name}'s connector")
     for _ in bar:
         batch = rng.sample(pool, min(batch_size, len(pool)))
+        outputs.clear()
         embeds, mask, labels = collate(model, processor, adapter, batch, recipe.embed)
         loss = answer_loss(model, embeds.to(device), mask.to(device), labels.to(device))
+        total = loss
+        if recipe.attribute_weight:
+            attribute = heads.loss(outputs[-1], batch)
+            total = loss + recipe.attribute_weight * attribute
+            attribute_losses.append(attribute.item())
         opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(connector.parameters(), 1.0)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    if recipe.attribute_weight:
+        hook.remove()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().to(recipe.save_dtype).contiguous() for k, v in connector.state_dict().items()}
@@ -240,10 +287,12 @@ def train(
         batch_size=batch_size,
         lr=lr,
         seed=seed,
+        attribute_weight=recipe.attribute_weight,
         clips=len(kept),
         **notes,
         examples=len(pool),
         losses=losses,
+        attribute_losses=attribute_losses,
     )
     write_json(out / "train.json", log)
     return log
