@@ -169,7 +169,7 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
         return lalm.prepare(waves[s.id], lalm.sampling_rate, prompt, id=s.id, label=s.label)
 
     if samples and "lens" in exp.analyses:
-        rows, answers = [], {}
+        rows, answers, lens = [], {}, exp.options("lens")
         for s in samples if "findings" in exp.analyses else ():  # the model's own answer, once per clip
             choice = option_choice(lalm, s, wave=waves[s.id])
             answers[s.id] = dict(answer=s.options[choice], answer_correct=choice == s.answer)
@@ -181,8 +181,8 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
                         lalm,
                         prepared(s, build_prompt(s, fmt)),
                         ls,
-                        exp.options("lens")["last_text"],
-                        exp.options("lens")["audio_bins"],
+                        lens["last_text"],
+                        lens["audio_bins"],
                     )
                 except PatchlabError as e:
                     skipped.append(_skip_row(s.track, s.id, _shown(s), e, f"lens[{fmt}]"))
@@ -192,14 +192,16 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
     paired = [s for s in samples if s.id in pairs]
     if paired and ("patch" in exp.analyses or "ground" in exp.analyses):
         todo = [pairs[s.id] for s in paired]
-        share, small_gap = exp.options("ground")["screen"], exp.options("ground")["screen_gap"]
+        ground = exp.options("ground")
+        share, small_gap = ground["screen"], ground["screen_gap"]
         if share is not None:  # every clip screened by attribution, the verified share patched for real
             out["screen"] = scr = _screen_rows(lalm, todo, labels, shard.track, skipped)
             gaps = dict(zip(scr["sample"], scr["gap"])) if len(scr) else {}
             todo = [p for p in todo if to_verify(p.sample, gaps.get(p.sample), share, exp.seed, small_gap)]
         out["patch"] = _patch_rows(lalm, exp, todo, labels, shard.track, skipped=skipped)
     if samples and "enrich" in exp.analyses:
-        combos = grid(lalm.n_layers, exp.options("enrich")["coefficients"], exp.options("enrich")["step"])
+        enrich = exp.options("enrich")
+        combos = grid(lalm.n_layers, enrich["coefficients"], enrich["step"])
         rows = []
         for s in samples:
             try:
@@ -377,7 +379,8 @@ def _findings(exp, tables, ground_rows, label_counts, out, figures, summary) -> 
     from .report import plots
 
     per, knock = tables["lens"], tables.get("knockout")
-    alpha, weight, seed = exp.options("lens")["alpha"], exp.options("lens")["weight"], exp.seed
+    lens = exp.options("lens")
+    alpha, weight, seed = lens["alpha"], lens["weight"], exp.seed
     tested, cells = [], []
     for (track, fmt), mine in per.groupby(["track", "format"], sort=False):
         cell, n_labels = f"{track} [{fmt}]", label_counts[track]
@@ -460,7 +463,8 @@ def merge(
         write_table(out / "tables" / "information_scores.csv", scores)
         n_layers = int(per["layer"].max()) + 1
         label_counts = {t: len({s.label for s in load_track(exp.data, t)}) for t in scores["track"].unique()}
-        alpha, weight = exp.options("lens")["alpha"], exp.options("lens")["weight"]
+        lens = exp.options("lens")
+        alpha, weight = lens["alpha"], lens["weight"]
         for (track, fmt), g in scores.groupby(["track", "format"], sort=False):
             n_labels = label_counts[track]  # the lens reads the track's label set
             crit = critical_layers(g, n_labels, alpha, weight)

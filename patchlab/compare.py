@@ -52,7 +52,8 @@ def _per_clip(exp: Experiment, lens: pd.DataFrame | None, ground: pd.DataFrame |
     if len(per):
         per = per[per.format == (exp.prompt if exp.prompt in set(per.format) else per.format.iloc[0])]
         n_labels = len({s.label for s in load_track(exp.data, track)})
-        clips = clip_critical_layers(per, n_labels, exp.options("lens")["alpha"], exp.options("lens")["weight"])
+        lens = exp.options("lens")
+        clips = clip_critical_layers(per, n_labels, lens["alpha"], lens["weight"])
         top = max(1, int(per["layer"].max()))
         out = clips[["sample", "critical_layer"]].assign(critical_depth=clips["critical_layer"] / top)
     if ground is not None:
@@ -76,7 +77,8 @@ def _grounding(exp: Experiment, patching: pd.DataFrame | None, track: str) -> pd
     t = patching[patching.track == track] if patching is not None else None
     if t is None or t.empty:
         return None
-    metric, tol = exp.options("ground")["metric"], exp.options("ground")["tol"]
+    ground = exp.options("ground")
+    metric, tol = ground["metric"], ground["tol"]
     return grounding(t, metric, tol, n_boot=10, drop_unchanged=True).per_sample
 
 

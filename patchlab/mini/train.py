@@ -48,7 +48,7 @@ class Recipe:
     embed: Callable  # (model, input_ids, cached clips) -> input embeddings
     weights: str  # file name of the trained weights
     save_dtype: torch.dtype = torch.float32
-    attribute_weight: float = 0.0  # weight of the auxiliary attribute loss (`attribute_heads`); 0: none
+    attribute_weight: float = 0.0  # weight of the training-only attribute loss (`AttributeHeads`); 0: none
 
 
 def distinct_audio(samples: list[Sample], rate: int) -> tuple[dict, dict[str, str]]:
