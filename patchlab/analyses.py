@@ -10,7 +10,7 @@ import pandas as pd
 
 from .answer import option_choice
 from .corrupt import make_pair
-from .data import build_prompt, label_set, load_audio, load_track, verbalize
+from .data import build_prompt, draw_key, label_set, load_audio, load_track, verbalize
 from .enrich import enrichment_rows, grid, search, search_split
 from .errors import PatchlabError
 from .experiment import Experiment
@@ -157,7 +157,7 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
     pool = load_track(exp.data, shard.track)
     track_labels = sorted({s.label for s in pool})
     labels = label_set(lalm, track_labels, exp.prompt, exp.label_space)
-    samples = load_track(exp.data, shard.track, exp.limit, exp.seed)
+    samples = exp.samples(shard.track)
     # a second-phase shard holds the clips it names; a first-phase one a run of consecutive clips
     samples = [s for s in samples if s.id in shard.samples] if shard.regions else samples[shard.start : shard.stop]
     samples, waves, pairs, skipped = usable(lalm, exp, samples, pool, labels)
@@ -258,7 +258,8 @@ def _cue_tables(lalm, exp, samples, waves, pool, labels, track_labels):
     for condition in ("agree", "conflict"):
         prompts = {}
         for s in samples:
-            rng = np.random.default_rng([exp.seed, len(s.id), sum(map(ord, s.id))])
+            key = draw_key(s.id)
+            rng = np.random.default_rng([exp.seed, len(key), sum(map(ord, key))])
             others = [la for la in track_labels if la != s.label]
             cue = s.label if condition == "agree" else others[int(rng.integers(len(others)))]
             prompts[s.id] = cue_prompt(s, exp.prompt, cue)
@@ -419,7 +420,7 @@ def _probe(exp, tables, out, figures, summary) -> list:
         tested.append((track, stats.above_chance(
             f"{track}: the attribute is linearly decodable from the audio encoder's last layer (layer {last}; "
             "out-of-fold probe, against the majority-label share)", list(right.values()), float(prior),
-        )))  # fmt: skip
+        ).matters(stats.MIN_EFFECT["accuracy"])))  # fmt: skip
         lens = tables.get("lens")
         decoder = None
         if lens is not None and len(lens):
@@ -481,8 +482,7 @@ def merge(
                 "accuracy_last_layer": float(final[-1]),
                 "balanced_accuracy_last_layer": float(at_final["balanced_score"].iloc[-1]),
                 "one_label_wins_layers": [int(la) for la in at_final.loc[at_final["one_label_wins"], "layer"]],
-                "accuracy_lo": acc.ci_lo + 1.0 / n_labels,
-                "accuracy_hi": acc.ci_hi + 1.0 / n_labels,
+                **dict(zip(("accuracy_lo", "accuracy_hi"), V.lens_accuracy_ci(mine))),
                 "n_samples": int(mine["sample"].nunique()),
                 "critical_layer": crit["final"],
                 "critical_layer_lo": crit_lo,
@@ -592,9 +592,11 @@ def merge(
         if lvg:
             v = lvg.pop("test")
             lvg.update(p=v.p, p_corrected=v.p_corrected, n_test=v.n)
-            lvg["verdict"] = {"supported": "listens", "refuted": "guesses from the text cue"}.get(
-                v.verdict, f"inconclusive ({v.note or 'the test does not reach the level'})"
-            )
+            lvg["verdict"] = {
+                "supported": "listens",
+                "refuted": "guesses from the text cue",
+                "negligible": "neither: following the audio and the cue differ too little to matter",
+            }.get(v.verdict, f"inconclusive ({v.note or 'the test does not reach the level'})")
     write_table(out / "tables" / "verdicts.csv", verdict_table)
     summary["verdicts"] = verdict_table.to_dict(orient="records")
     summary["rests_on"] = rests_on(exp, tables)

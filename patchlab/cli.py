@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import sys
@@ -71,6 +72,14 @@ def _trust(p: argparse.ArgumentParser) -> None:
     )
 
 
+def at_least_two(text: str) -> int:
+    """argparse type: an integer >= 2 (one part replicates nothing)."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 2, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (`--limit 0` would otherwise silently mean 'all clips')."""
     try:
@@ -124,9 +133,12 @@ def cmd_lens(args: argparse.Namespace) -> None:
     from .lens import lens
     from .models import load
     from .outdir import claim
+    from .preflight import check_audio, check_device
     from .report.plots import lens_heatmap
 
     samples = load_track(args.data, args.track, args.limit, args.seed)
+    check_device(args.device)
+    check_audio(samples)  # every clip before the model loads: no bad clip is found half-way
     out = claim(args.out, "lens")
     settings = ("track", "prompt", "label_space", "limit", "seed", "dtype", "last_text", "audio_bins", "variant")
     ident = identity({k: getattr(args, k) for k in settings}, args.data, [args.track], args.model)
@@ -239,13 +251,32 @@ def cmd_run(args: argparse.Namespace) -> None:
     exp = load_config(args.config)
     if args.data:
         exp.data = args.data
-    if args.model:
+    if args.model and args.model != exp.model:
+        if exp.trust_remote_code and not args.trust_remote_code:  # consent was given for the config's model only
+            print(f"the config lets {exp.model}'s own code run, not {args.model}'s: pass --trust-remote-code for it")
+            exp.trust_remote_code = False
         exp.model = args.model
     if args.trust_remote_code:
         exp.trust_remote_code = True
     summary = run(exp, args.out, resume=args.resume, executor=args.executor, address=args.address, small=args.small)
     _print_summary(summary)
     print(f"report: {Path(args.out) / 'report.html'}")
+
+
+def cmd_replicate(args: argparse.Namespace) -> None:
+    """Run a config on K disjoint parts of the data and say, per hypothesis, whether its verdict replicates."""
+    from .experiment import load_config
+    from .replicate import replicate
+
+    exp = load_config(args.config)
+    if args.data:
+        exp.data = args.data
+    if args.limit:
+        exp.limit = args.limit
+    lines = replicate(exp, args.out, parts=args.parts, small=args.small, resume=args.resume)
+    for r in lines.itertuples():
+        print(f"{r.replication:28s} {r.verdicts:40s} {r.hypothesis[:100]}")
+    print(f"report: {Path(args.out) / 'report.html'}; table: {Path(args.out) / 'tables' / 'replication.csv'}")
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
@@ -273,10 +304,13 @@ def _print_summary(summary: dict) -> None:
         if "listen_vs_guess" in t:
             line.append(t["listen_vs_guess"]["verdict"])
         print("  ".join(line))
-    counts = pd.Series([v["verdict"] for v in summary.get("verdicts", [])], dtype=object).value_counts()
+    found = [v for v in summary.get("verdicts", []) if v.get("kind", "finding") == "finding"]
+    counts = pd.Series([v["verdict"] for v in found], dtype=object).value_counts()
     if len(counts):
-        told = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("supported", "refuted", "inconclusive"))
-        print(f"verdicts: {told}  (tables/verdicts.csv; the report leads with them)")
+        told = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("supported", "refuted", "negligible", "inconclusive"))
+        sanity = len(summary.get("verdicts", [])) - len(found)
+        extra = f"; {sanity} sanity check(s) apart" if sanity else ""
+        print(f"verdicts: {told}{extra}  (tables/verdicts.csv; the report leads with them)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -304,7 +338,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
         if not (out / "run.json").exists():
             raise
         print(f"starting over in {out}: {e.what}")
-        clear_own(out, RUN_ENTRIES, keep={"synthetic-data"})  # only what a run wrote; refuses anything else
+        left = clear_own(out, RUN_ENTRIES)  # only the files a run wrote (its manifest); the user's stay
+        if left:
+            print(f"kept {len(left)} file(s) patchlab did not write: {', '.join(left[:5])}")
         summary = run(exp, out)
     _print_summary(summary)
     print(f"report: {Path(args.out) / 'report.html'}")
@@ -336,6 +372,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="override the config's model")
     _trust(p)
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser(
+        "replicate", help="a config's hypotheses on K disjoint parts of the data: do verdicts replicate?"
+    )
+    p.add_argument("config", help="an experiment YAML file, e.g. experiments/audiolens_findings.yaml")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or this replication's own to --resume)")
+    p.add_argument("--parts", type=at_least_two, default=2, help="disjoint parts of each track (default: %(default)s)")
+    p.add_argument(
+        "--limit", type=positive_int, default=None, help="clips per track in each part (default: the config's)"
+    )
+    p.add_argument("--resume", action="store_true", help="reuse the parts' finished shards")
+    p.add_argument("--small", action="store_true", help="apply the config's `small` overrides (CI size)")
+    p.add_argument("--data", default=None, help="override the config's data directory")
+    p.set_defaults(fn=cmd_replicate)
 
     p = sub.add_parser("merge", help="merge separate runs of one config (e.g. shards run on several machines)")
     p.add_argument("runs", nargs="+", help="run folders (each a `patchlab run --out`) of the same config")
@@ -464,6 +514,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args) or 0
     except PatchlabError as e:
         print(f"patchlab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the machine's, not the input's: a full disk, a folder gone read-only
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"patchlab: error: {e.strerror}{where}\n  fix: free space (or use a writable --out), then rerun with "
+              "--resume where the command has it: finished shards and clips are kept", file=sys.stderr)  # fmt: skip
         return 2
 
 

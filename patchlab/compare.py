@@ -36,7 +36,8 @@ from .lens import clip_critical_layers
 
 def model_slug(model: str, taken: set[str]) -> str:
     """A folder name for a model (its folder's name, or the name it is loaded by), unique among `taken`."""
-    base = "".join(c if c.isalnum() or c in "-_." else "-" for c in (Path(model).name or model)) or "model"
+    base = "".join(c if c.isalnum() or c in "-_." else "-" for c in (Path(model).name or model)).lstrip(".")
+    base = base or "model"  # a name of dots alone ("..") would lead out of out/models/
     name, i = base, 2
     while name in taken:
         name, i = f"{base}-{i}", i + 1
@@ -143,18 +144,18 @@ def compare(exp: Experiment, out: Path, runs: dict[str, Path], small: bool) -> d
                 x, y = c["delta_transcript_first"].to_numpy(float), c["delta_audio_first"].to_numpy(float)
                 tested.append((track, stats.paired_ranks(
                     f"{track}, {name}: at the first patched layer the transcript restores more of the answer than "
-                    "the audio", x, y, seed=exp.seed)))  # fmt: skip
+                    "the audio", x, y, seed=exp.seed).matters(stats.MIN_EFFECT["restoration"])))  # fmt: skip
         for b in names[1:]:
             if "critical_depth" in clips[a] and "critical_depth" in clips[b]:
                 x, y = _paired_rows(clips[a], clips[b], "critical_depth")
                 tested.append((track, stats.paired(
                     f"{track}: {b} reads the label out later than {a} (clip critical layer, relative depth)", x, y,
-                    seed=exp.seed)))  # fmt: skip
+                    seed=exp.seed).matters(stats.MIN_EFFECT["depth"])))  # fmt: skip
             if "audio_depth" in clips[a] and "audio_depth" in clips[b]:
                 x, y = _paired_rows(clips[a], clips[b], "audio_depth")
                 tested.append((track, stats.paired_ranks(
                     f"{track}: {b} keeps the answer in its audio positions deeper than {a} (mean Δ_audio over "
-                    "the patched layers)", x, y, seed=exp.seed)))  # fmt: skip
+                    "the patched layers)", x, y, seed=exp.seed).matters(stats.MIN_EFFECT["restoration"])))  # fmt: skip
         if all(g is not None for g in ground.values()):
             layers = _layer_table(exp, ground, names)
             write_table(out / "tables" / f"compare_grounding_{track}.csv", layers)

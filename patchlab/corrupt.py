@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import Sample, build_prompt, fit_length, load_audio
+from .data import Sample, build_prompt, draw_key, fit_length, load_audio
 from .errors import PatchlabError
 from .hooks import decoder_input_embeds
+from .metrics import wide
 from .models.base import Batch, HookedLALM, Prompt
 
 CORRUPTIONS = ("swap", "noise", "silence", "text")
@@ -53,7 +54,8 @@ def make_pair(
     """Build the (clean, corrupted) pair of one sample under corruption `kind` (`prompt` overrides the format's)."""
     if kind not in CORRUPTIONS:
         raise PatchlabError(f"unknown corruption {kind!r}", f"use one of {', '.join(CORRUPTIONS)}")
-    rng = np.random.default_rng([seed, int.from_bytes(sample.id.encode()[:8].ljust(8, b"\0"), "little")])
+    key = draw_key(sample.id).encode()[:8].ljust(8, b"\0")
+    rng = np.random.default_rng([seed, int.from_bytes(key, "little")])
     wave = load_audio(sample.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
     prompt = prompt or build_prompt(sample, fmt)
     clean = _prepare(lalm, wave, prompt, sample)
@@ -136,7 +138,7 @@ def audio_embedding_noise(lalm: HookedLALM, batch: Batch, scale: float, rng: np.
     """Gaussian noise for the audio positions of the decoder input: `scale` x the std of the audio embeddings."""
     embeds = decoder_inputs(lalm, batch)[0]
     audio = list(batch.regions[0].audio)
-    std = float(embeds[audio].float().std())
+    std = float(wide(embeds[audio]).std())
     noise = torch.zeros_like(embeds, dtype=torch.float32)
     noise[audio] = (
         torch.from_numpy(rng.standard_normal((len(audio), embeds.shape[-1])).astype(np.float32)) * scale * std

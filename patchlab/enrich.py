@@ -16,6 +16,7 @@ import torch
 
 from .errors import PatchlabError, nonfinite_fix
 from .hooks import PrefixKV, hooked, run_from_layer, suffix_kwargs
+from .metrics import wide
 from .models.base import Batch, HookedLALM
 from .record import clean_run
 
@@ -64,7 +65,7 @@ def enriched_logits(
     start = min(c.deep for c in combos)
     h0 = clean[("resid_pre", start)][:, p0:].expand(n, -1, -1).contiguous()
     with torch.no_grad(), hooked(lalm, edits=edits):
-        out = lalm.unembed(run_from_layer(lalm, h0, start, kwargs, prefix)[:, -1], rows).float()
+        out = wide(lalm.unembed(run_from_layer(lalm, h0, start, kwargs, prefix)[:, -1], rows))
     return base, out
 
 

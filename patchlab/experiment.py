@@ -12,11 +12,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from .corrupt import CORRUPTIONS
+from .data import load_track
 from .data.prompts import FORMATS, LABEL_SPACES
 from .errors import PatchlabError
 from .metrics import METRICS
@@ -39,6 +41,7 @@ class Experiment:
     formats: list[str] = field(default_factory=lambda: ["mc"])  # logit-lens prompt formats
     prompt: str = "mc"  # prompt format of patching, grounding, enrichment and cue runs
     limit: int | None = None  # N clips per track: a stratified random sample (seed)
+    part: list[int] | None = None  # [i, k]: the i-th of k disjoint seeded parts of each track (patchlab replicate)
     seed: int = 0
     shard_size: int = 8
     device: str = "cpu"
@@ -61,6 +64,10 @@ class Experiment:
             return self
         return from_dict({**dataclasses.asdict(self), **self.small, "small": {}}, f"{self.name} (small)")
 
+    def samples(self, track: str) -> list:
+        """The clips of `track` this experiment runs on (its limit, seed and part applied)."""
+        return load_track(self.data, track, self.limit, self.seed, tuple(self.part) if self.part else None)
+
     def options(self, section: str) -> dict[str, Any]:
         """One analysis section (lens, patch, ground, enrich, cue, knockout) as given, with the schema's defaults
         for the keys it leaves out: the one place those defaults live."""
@@ -71,7 +78,13 @@ class Experiment:
         d = dataclasses.asdict(self)
         for k in ("device", "device_map", "description", "small"):
             d.pop(k)
+        if d["part"] is None:  # the whole data: the digest of every config written before parts existed
+            d.pop("part")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+Int = Annotated[int, Strict()]  # `true` is not the number 1, nor "8" the number 8
+Float = Annotated[float, Strict()]  # an int is a float; a bool or a string is not
 
 
 class _Section(BaseModel):
@@ -79,32 +92,32 @@ class _Section(BaseModel):
 
 
 class _Lens(_Section):
-    last_text: int = Field(5, ge=1)
-    audio_bins: int = Field(10, ge=1)
-    alpha: float = Field(0.2, ge=0)
+    last_text: Int = Field(5, ge=1)
+    audio_bins: Int = Field(10, ge=1)
+    alpha: Float = Field(0.2, ge=0)
     weight: Literal["excess", "score"] = "excess"
 
 
 class _Patch(_Section):
     corruption: Literal[CORRUPTIONS] = "swap"  # type: ignore[valid-type]
     site: Literal[SITES] = "resid_pre"  # type: ignore[valid-type]
-    max_batch: int = Field(64, ge=1)
-    layers: list[int] | None = Field(None, min_length=1)  # region patching at these layers only (default: all)
+    max_batch: Int = Field(64, ge=1)
+    layers: list[Int] | None = Field(None, min_length=1)  # region patching at these layers only (default: all)
 
 
 class _Ground(_Section):
     metric: Literal[METRICS] = "logit_diff"  # type: ignore[valid-type]
-    tol: float = Field(0.05, ge=0)
-    n_boot: int = Field(1000, ge=10)
-    level: float = Field(0.95, gt=0, lt=1)
+    tol: Float = Field(0.05, ge=0)
+    n_boot: Int = Field(1000, ge=10)
+    level: Float = Field(0.95, gt=0, lt=1)
     # screen every clip by attribution patching and patch this share of them for real (None: all for real)
-    screen: float | None = Field(None, gt=0, le=1)
+    screen: Float | None = Field(None, gt=0, le=1)
     # ... and every clip whose clean - corrupt logit difference is below this (its restorations, ratios over a
     # small gap, are the heavy tail of the per-layer means): a take-all stratum, 0 for none
-    screen_gap: float = Field(1.0, ge=0)
+    screen_gap: Float = Field(1.0, ge=0)
     # ... then a second phase: more clips patched per region until every layer's interval half-width is within
     # this (in restoration units; two-phase sampling sized by the first phase's residuals)
-    screen_tol: float | None = Field(None, gt=0)
+    screen_tol: Float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _tol_needs_screen(self) -> _Ground:
@@ -114,9 +127,9 @@ class _Ground(_Section):
 
 
 class _Enrich(_Section):
-    split: float = Field(0.5, gt=0, lt=1)
-    coefficients: list[float | Literal["mean"]] = Field(default_factory=lambda: [0.5, 1.0, "mean"], min_length=1)
-    step: int | None = Field(None, ge=1)
+    split: Float = Field(0.5, gt=0, lt=1)
+    coefficients: list[Float | Literal["mean"]] = Field(default_factory=lambda: [0.5, 1.0, "mean"], min_length=1)
+    step: Int | None = Field(None, ge=1)
 
 
 class _Cue(_Section):
@@ -127,8 +140,8 @@ class _Knockout(_Section):
     pairs: list[tuple[Literal[REGION_NAMES], Literal[REGION_NAMES]]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: [("final", "audio"), ("text", "audio"), ("final", "text")], min_length=1
     )  # (query, key) regions: block query -> key attention
-    layers: list[int] | None = Field(None, min_length=1)  # block from each of these layers to the top (default: all)
-    max_batch: int = Field(64, ge=1)
+    layers: list[Int] | None = Field(None, min_length=1)  # block from each of these layers to the top (default: all)
+    max_batch: Int = Field(64, ge=1)
 
 
 class _Config(_Section):
@@ -141,13 +154,14 @@ class _Config(_Section):
     analyses: list[Literal[ANALYSES]] = Field(default_factory=lambda: ["lens", "patch", "ground"], min_length=1)  # type: ignore[valid-type]
     formats: list[Literal[FORMATS]] = Field(default_factory=lambda: ["mc"], min_length=1)  # type: ignore[valid-type]
     prompt: Literal[FORMATS] = "mc"  # type: ignore[valid-type]
-    limit: int | None = Field(None, ge=1)
-    seed: int = Field(0, ge=0)
-    shard_size: int = Field(8, ge=1)
+    limit: Int | None = Field(None, ge=1)
+    part: list[Int] | None = Field(None, min_length=2, max_length=2)
+    seed: Int = Field(0, ge=0)
+    shard_size: Int = Field(8, ge=1)
     device: str = "cpu"
     dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type]
     device_map: str | None = None
-    trust_remote_code: bool = False
+    trust_remote_code: Annotated[bool, Strict()] = False  # consent for this config's model(s) only
     label_space: Literal[LABEL_SPACES] = "auto"  # type: ignore[valid-type]
     lens: _Lens = Field(default_factory=_Lens)
     patch: _Patch = Field(default_factory=_Patch)
@@ -157,6 +171,33 @@ class _Config(_Section):
     knockout: _Knockout = Field(default_factory=_Knockout)
     small: dict = Field(default_factory=dict)
     description: str = ""
+
+    @field_validator("tracks")
+    @classmethod
+    def _tracks_are_names(cls, tracks: list[str]) -> list[str]:
+        """A track is a folder name under `data` (it also names shard folders): no path, no repeats."""
+        for t in tracks:
+            if not t or t in (".", "..") or t.startswith(".") or any(c in t for c in "/\\\0"):
+                raise ValueError(f"track {t!r} is not a folder name: give the name of a folder under `data`")
+        repeated = sorted({t for t in tracks if tracks.count(t) > 1})
+        if repeated:
+            raise ValueError(f"tracks {repeated} are listed twice: every track is run once")
+        return tracks
+
+    @field_validator("part")
+    @classmethod
+    def _part_of_k(cls, part: list[int] | None) -> list[int] | None:
+        if part is not None and not (part[1] >= 2 and 0 <= part[0] < part[1]):
+            raise ValueError(f"part {part} is not [i, k] with 0 <= i < k and k >= 2")
+        return part
+
+    @field_validator("models")
+    @classmethod
+    def _models_differ(cls, models: list[str] | None) -> list[str] | None:
+        repeated = sorted({m for m in models or [] if models.count(m) > 1})
+        if repeated:
+            raise ValueError(f"models {repeated} are listed twice: compare different models")
+        return models
 
 
 KEYS = set(_Config.model_fields)
@@ -170,12 +211,13 @@ def _check(d: dict[str, Any], where: str) -> None:
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            section = key.rsplit(".", 1)[0] if "." in key else ""
+            loc = [str(p) for p in err["loc"]]
+            section = loc[0] if len(loc) > 1 and loc[0] in _Config.model_fields else ""
             model = _Config.model_fields[section].annotation if section else _Config
             allowed = sorted(getattr(model, "model_fields", KEYS))
             inside = f" in '{section}'" if section else ""
             raise PatchlabError(
-                f"{where}: unknown key(s) {[key.rsplit('.', 1)[-1]]}{inside}",
+                f"{where}: unknown key(s) {[loc[-1]]}{inside}",
                 f"allowed keys{inside}: {', '.join(allowed)}",
             ) from None
         if err["type"] == "missing":
@@ -208,15 +250,42 @@ def from_dict(d: dict[str, Any], where: str) -> Experiment:
     return Experiment(**d)
 
 
-def load_config(path: str | Path) -> Experiment:
-    """Read an experiment YAML file."""
-    import yaml
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as configs need it: a key given twice is refused (not last-wins), and so are aliases (`*name`: a
+    348-byte alias bomb expands to gigabytes)."""
 
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 (PyYAML's signature)
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise PatchlabError(
+                f"line {mark.line + 1}: a YAML alias (*name); configs take no aliases", "write the value out in full"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (dict, list)):
+                raise PatchlabError(f"line {key_node.start_mark.line + 1}: a key that is not a name", "use plain keys")
+            if key in seen:
+                raise PatchlabError(
+                    f"line {key_node.start_mark.line + 1}: key {key!r} is given twice (first on line {seen[key]})",
+                    "keep one of them: YAML would silently take the last",
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def load_config(path: str | Path) -> Experiment:
+    """Read an experiment YAML file (duplicate keys and aliases refused)."""
     path = Path(path)
     if not path.is_file():
         raise PatchlabError(f"config {path} does not exist", "pass a file under experiments/")
     try:
-        d = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise PatchlabError(f"{path} is not valid YAML ({e})", "fix the line it names") from None
+        d = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
+    except PatchlabError as e:
+        raise PatchlabError(f"{path}, {e.what}", e.fix) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise PatchlabError(f"{path} is not valid YAML ({str(e)[:300]})", "fix the line it names") from None
     return from_dict(d, str(path))

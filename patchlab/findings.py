@@ -43,7 +43,7 @@ def rq1(cell: str, per: pd.DataFrame, seed: int) -> list[stats.Verdict]:
     c = _curves(per)
     first, last = c.columns.min(), c.columns.max()
     rise = stats.paired(f"{cell}: RQ1 p(true) at the final position rises with depth (layer {last} > layer {first})",
-                        c[last], c[first], seed=seed)  # fmt: skip
+                        c[last], c[first], seed=seed).matters(stats.MIN_EFFECT["p_true"])  # fmt: skip
     search, test = _halves(list(c.index), seed)
     m = c.loc[search].mean().to_numpy()
     best, pair = 0.0, (first, first)
@@ -56,7 +56,7 @@ def rq1(cell: str, per: pd.DataFrame, seed: int) -> list[stats.Verdict]:
         f"{cell}: RQ1 ...but not monotonically: p(true) falls from layer {a} to layer {b} (dip found on "
         f"{len(search)} clips, tested on the other {len(test)})",
         c.loc[test, a], c.loc[test, b], seed=seed,
-    )  # fmt: skip
+    ).matters(stats.MIN_EFFECT["p_true"])  # fmt: skip
     return [rise, dip]
 
 
@@ -76,12 +76,16 @@ def rq2(cell: str, per: pd.DataFrame, seed: int) -> list[stats.Verdict]:
                           float("nan"), float("nan"), float("nan"), len(succeed), "sign-flip permutation", note=note),
         ]  # fmt: skip
     search, test = _halves(fail, seed)
-    peak = c.loc[search, c.columns[:-1]].mean().idxmax()
+    interior = list(c.columns[1:-1]) or list(c.columns[:-1])  # mid-way: neither the first nor the last layer
+    peak = c.loc[search, interior].mean().idxmax()
+    where = f"interior layers {interior[0]}..{interior[-1]}"
+    m = stats.MIN_EFFECT["p_true"]
     return [
-        stats.paired(f"{cell}: RQ2 failures' p(true) peaks mid-way (layer {peak}, found on {len(search)} failures) "
-                     f"and falls by layer {last}", c.loc[test, peak], c.loc[test, last], seed=seed),
+        stats.paired(f"{cell}: RQ2 failures' p(true) peaks mid-way (layer {peak} of {where}, found on {len(search)} "
+                     f"failures) and falls by layer {last}", c.loc[test, peak], c.loc[test, last],
+                     seed=seed).matters(m),
         stats.paired(f"{cell}: RQ2 successes' p(true) keeps rising past the failures' peak (layer {last} > {peak})",
-                     succeed[last], succeed[peak], seed=seed),
+                     succeed[last], succeed[peak], seed=seed).matters(m),
     ]  # fmt: skip
 
 
@@ -109,10 +113,16 @@ def rq3_clips(cell: str, per: pd.DataFrame, n_labels: int, alpha: float, weight:
     v = stats.two_sample(
         f"{cell}: RQ3 within label, clips answered right resolve earlier (critical layer of wrong − right > 0)",
         wrong["critical_layer"], right["critical_layer"], wrong["label"], right["label"], seed=seed,
-    )  # fmt: skip
+    ).matters(stats.MIN_EFFECT["layers"])  # fmt: skip
     never = int(clips["never_above_chance"].sum())
-    if never:
-        v.note = f"{never} clip(s) never above chance (no critical layer) left out"
+    timed = clips[clips["critical_layer"].notna()]
+    shared = set(timed[timed.right]["label"]) & set(timed[~timed.right]["label"])
+    alone = int((~timed["label"].isin(shared)).sum())
+    dropped = [f"{never} clip(s) never above chance (no critical layer)"] if never else []
+    if alone:
+        dropped.append(f"{alone} clip(s) of labels answered all right or all wrong (no comparison within label)")
+    if dropped:
+        v.note = f"of {len(clips)} clips, left out: {'; '.join(dropped)}"
     return v
 
 
@@ -122,7 +132,7 @@ def rq3_cells(cells: pd.DataFrame, seed: int) -> stats.Verdict:
         f"RQ3 across {len(cells)} track x format cells: an earlier critical layer goes with higher accuracy "
         "(Spearman of -critical layer and accuracy)",
         -cells["critical_layer"].to_numpy(), cells["accuracy"].to_numpy(), seed=seed,
-    )  # fmt: skip
+    ).matters(stats.MIN_EFFECT["correlation"])  # fmt: skip
 
 
 def cell_row(track: str, fmt: str, per: pd.DataFrame, n_labels: int, alpha: float, weight: str) -> dict:
@@ -147,14 +157,14 @@ def rq4(track: str, knock: pd.DataFrame | None, patch_per_sample: pd.DataFrame |
                 out.append(stats.paired(
                     f"{track}: RQ4 {what}: blocking {k} from layer {lo} up lowers the answer's logit difference",
                     -g["logit_diff_change"], seed=seed,
-                ))  # fmt: skip
+                ).matters(stats.MIN_EFFECT["logit"]))  # fmt: skip
     if patch_per_sample is not None and len(patch_per_sample):
         hi = int(patch_per_sample.layer.max())
         last = patch_per_sample[patch_per_sample.layer == hi]
         out.append(stats.paired(
             f"{track}: RQ4 at layer {hi} the answer sits at the final position, not the other text positions "
             "(Δ final − Δ text > 0)", last["delta_final"], last["delta_text"], seed=seed,
-        ))  # fmt: skip
+        ).matters(stats.MIN_EFFECT["restoration"]))  # fmt: skip
     return out
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from .outdir import record
+
 
 def json_safe(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
@@ -21,12 +23,17 @@ def json_safe(x: Any) -> Any:
     return x
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write text so a reader never sees a half-written file, even if the process is killed."""
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
+    """Write text or bytes so a reader never sees a half-written file, even if the process is killed; inside an
+    output folder patchlab owns, the file is listed in its manifest first, and a file of the user's is refused."""
     path = Path(path)
+    record(path, data)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data, encoding="utf-8")
     os.replace(tmp, path)
     return path
 
@@ -41,10 +48,14 @@ def write_table(path: str | Path, table: pd.DataFrame) -> Path:
     return write_atomic(path, table.to_csv(index=False))
 
 
+ID_COLUMNS = {"sample": str, "id": str, "clip": str, "track": str, "label": str}  # names: never re-typed as numbers
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a table patchlab wrote: only empty fields are missing values (a clip named 'nan' or 'NA' stays a name);
+    """Read a table patchlab wrote: only empty fields are missing values (a clip named 'nan' or 'NA' stays a name), and
+    a clip's id stays the string it was ('001' is not the number 1);
     a table without columns (e.g. no clip of a shard patched) is an empty frame."""
     try:
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+        return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=ID_COLUMNS)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()

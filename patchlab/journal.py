@@ -15,12 +15,13 @@ from pathlib import Path
 
 from .errors import PatchlabError
 from .io import write_json
+from .outdir import record
+from .provenance import code_fingerprint, model_fingerprint
 
 
 def identity(args: dict, data: str | None, tracks: Iterable[str], model: str) -> dict:
     """What decides a one-shot command's rows: its arguments, each track's data, the weights and the code."""
     from .data import fingerprint
-    from .runner import code_fingerprint, model_fingerprint
 
     return {
         "args": {k: args[k] for k in sorted(args)},
@@ -47,6 +48,7 @@ class Journal:
                     "run with the arguments, data, weights and code it started with to continue, or pass a new --out",
                 )
         else:
+            record(self.path)  # refused if a rows.jsonl there is not patchlab's; listed in the manifest otherwise
             self.path.unlink(missing_ok=True)
             write_json(meta, ident)
         self.done: dict[str, list[dict]] = {}

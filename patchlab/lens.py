@@ -14,6 +14,7 @@ from .data import LabelSet, Sample, build_prompt, label_set, labels_of, load_aud
 from .errors import PatchlabError, nonfinite_fix
 from .hooks import hooked
 from .journal import Journal
+from .metrics import wide
 from .models.base import Batch, HookedLALM
 
 WEIGHTS = ("excess", "score")
@@ -28,7 +29,7 @@ def lens_logits(lalm: HookedLALM, batch: Batch, token_ids: Sequence[int] | None 
     rows = None if token_ids is None else torch.tensor(list(token_ids), device=lalm.device)
     out: list[torch.Tensor | None] = [None] * lalm.n_layers
     reads = {
-        ("resid_post", la): (lambda h, la=la: out.__setitem__(la, lalm.unembed(h, rows).float().cpu()))
+        ("resid_post", la): (lambda h, la=la: out.__setitem__(la, wide(lalm.unembed(h, rows)).cpu()))
         for la in range(lalm.n_layers)
     }
     with torch.no_grad(), hooked(lalm, reads=reads):

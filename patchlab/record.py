@@ -14,6 +14,7 @@ import torch
 from .cache import ActivationCache
 from .errors import PatchlabError, nonfinite_fix
 from .hooks import check_site, hooked
+from .metrics import wide
 from .models.base import Batch, HookedLALM
 
 RECORD_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
@@ -68,7 +69,7 @@ def record(
         acts, logits = record_nnsight(lalm, inputs, sites, layers, keep)
     else:
         raise PatchlabError(f"unknown hook path {backend!r}", f"use one of {', '.join(BACKENDS)}")
-    final = logits[:, -1].detach().float().cpu()
+    final = wide(logits[:, -1].detach()).cpu()
     check_finite(acts, final, batch, lalm.dtype)
     return ActivationCache(acts, pos, list(batch.regions), final, backend)
 

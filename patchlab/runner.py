@@ -16,19 +16,20 @@ import json
 import os
 import shutil
 import signal
-import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
 from .errors import PatchlabError
 from .experiment import Experiment, from_dict
 from .io import read_table, write_json
-from .mini import SMALL_MODELS, small_model
-from .outdir import claim
+from .mini import SMALL_MODELS
+from .outdir import claim, clear_own, record
+from .preflight import check_audio, check_device, check_layers
+from .provenance import code_fingerprint, code_version, model_fingerprint, version_changes, versions
 
 RUN_ENTRIES = {"run.json", "shards", "tables", "plots", "summary.json", "report.html", "models"}  # what a run writes
 _MODELS: dict = {}  # one model replica per process (a Ray worker keeps its own)
@@ -51,32 +52,27 @@ class Shard:
         return f"{self.track}-{'topup-' if self.regions else ''}{self.index:04d}"
 
 
-def code_version() -> str:
-    """patchlab's version and, in a git checkout, the commit (with '+dirty' for local changes)."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--", "."], capture_output=True, text=True
-        ).stdout.strip()
-        return f"{__version__}+{commit}{'.dirty' if dirty else ''}"
-    except (OSError, subprocess.CalledProcessError):
-        return __version__
-
-
 def plan(exp: Experiment) -> list[Shard]:
     """Shards of `shard_size` consecutive samples per track (the first `limit` samples of each)."""
-    from .data import load_track
 
     shards = []
     for track in exp.tracks:
-        ids = [s.id for s in load_track(exp.data, track, exp.limit, exp.seed)]
+        ids = [s.id for s in exp.samples(track)]
         for i, start in enumerate(range(0, len(ids), exp.shard_size)):
             stop = min(len(ids), start + exp.shard_size)
             shards.append(Shard(track, i, start, stop, tuple(ids[start:stop])))
     return shards
+
+
+def preflight(exp: Experiment) -> None:
+    """Every input checked before a model loads or a file is written: the device, each planned clip's audio header,
+    and the configured layers against each model's depth."""
+
+    check_device(exp.device)
+    check_audio(s for t in exp.tracks for s in exp.samples(t))
+    layers = {f"{k}.layers": exp.options(k)["layers"] for k in ("patch", "knockout")}
+    for model in exp.models or [exp.model]:
+        check_layers(model, layers)
 
 
 def model_for(exp: Experiment):
@@ -120,21 +116,44 @@ def compute_shard(config: dict, shard: Shard, out: str, run_id: str = "") -> str
         return shard.name
     _fault(shard, out_dir)
     tables = shard_tables(model_for(exp), exp, shard)
-    tmp = out_dir / "shards" / f".{shard.name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    files = {}
-    for name, table in tables.items():
-        text = table.to_csv(index=False)
-        (tmp / f"{name}.csv").write_text(text)
-        files[f"{name}.csv"] = hashlib.sha256(text.encode()).hexdigest()
-    done = {"run": run_id, "shard": shard.name, "samples": list(shard.samples), "files": files}
+    texts = {f"{name}.csv": table.to_csv(index=False) for name, table in tables.items()}
+    done = {"run": run_id, "shard": shard.name, "samples": list(shard.samples)}
+    done["files"] = {name: hashlib.sha256(text.encode()).hexdigest() for name, text in texts.items()}
     if shard.regions:
         done["regions"] = list(shard.regions)
-    (tmp / "done").write_text(json.dumps(done, indent=1) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    texts["done"] = json.dumps(done, indent=1) + "\n"
+    place_shard(
+        out_dir, shard.name, lambda tmp: [(tmp / n).write_text(t, encoding="utf-8") for n, t in texts.items()], texts
+    )
     return shard.name
+
+
+def place_shard(out: Path, name: str, fill, files: dict[str, str | bytes]) -> None:
+    """Write a shard's files into a fresh temporary folder (`fill(folder)`), list them in the run's manifest, then
+    rename the folder into shards/<name>: a killed run leaves whole shards or none, and nothing of the user's is
+    removed (a leftover folder of that name is cleared of patchlab's files only, and refused if anything else is in
+    it)."""
+    shards = out / "shards"
+    final = shards / name
+    if not final.resolve().is_relative_to(shards.resolve()):
+        raise PatchlabError(f"shard name {name!r} leads out of {shards}", "name tracks without '/', '\\' or '..'")
+    shards.mkdir(parents=True, exist_ok=True)
+    for f, data in files.items():
+        record(final / f, data)
+    if final.exists():
+        left = clear_own(out, {f"shards/{name}"})
+        if final.exists():
+            raise PatchlabError(
+                f"{final} holds files patchlab did not write ({', '.join(left[:3])})",
+                f"move them out of {final} to have the shard computed, or use a new --out",
+            )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=shards))
+    try:
+        fill(tmp)
+        os.replace(tmp, final)
+    except BaseException:  # a full disk or a kill mid-write: no half-written temporary folder is left behind
+        shutil.rmtree(tmp, ignore_errors=True)  # made by this call a moment ago: only patchlab's files are in it
+        raise
 
 
 def _sha(path: Path) -> str:
@@ -165,37 +184,6 @@ def check_shard(out: Path, shard: Shard, run_id: str) -> None:
         )
 
 
-def model_fingerprint(model: str) -> str:
-    """What identifies the weights: the committed connector's hash for patchlab-mini(-qformer), else the checkpoint's
-    files."""
-    if model in SMALL_MODELS:
-        return f"{model}:" + hashlib.sha256(small_model(model)[0].read_bytes()).hexdigest()[:16]
-    path = Path(model).expanduser()
-    if not path.is_dir():
-        return model
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.iterdir() if p.is_file()):
-        size = f.stat().st_size
-        h.update(f"{f.name}:{size}".encode())
-        with f.open("rb") as fh:  # whole files up to 64 MiB; of larger ones (weights) the first and last MiB
-            if size <= 64 << 20:
-                h.update(fh.read())
-            else:
-                h.update(fh.read(1 << 20))
-                fh.seek(-(1 << 20), os.SEEK_END)
-                h.update(fh.read())
-    return h.hexdigest()[:16]
-
-
-def code_fingerprint() -> str:
-    """Hash of patchlab's own source files: results of other code are not mixed into a resumed run."""
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for f in sorted(here.rglob("*.py")) + [here / "demo.yaml"]:
-        h.update(str(f.relative_to(here)).encode() + f.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def identity(exp: Experiment) -> dict:
     """What decides a run's rows: config (sharding included), each track's data contents, the weights, the code."""
     from .data import fingerprint
@@ -219,6 +207,7 @@ def _start(exp: Experiment, out: Path, resume: bool, small: bool) -> str:
         **ident,
         "small": small,
         "code_version": code_version(),
+        "versions": versions(),
         "config": dataclasses.asdict(exp),
     }
     if meta.exists():
@@ -252,6 +241,13 @@ def _start(exp: Experiment, out: Path, resume: bool, small: bool) -> str:
                 f"{out} holds results of other patchlab code ({old.get('code_version')}; now {record['code_version']})",
                 "resume with the code that started the run, or start the run again in a new --out",
             )
+        moved = version_changes(old.get("versions"), record["versions"])
+        if moved:
+            raise PatchlabError(
+                f"{out} was started with other library versions ({'; '.join(moved)}): its finished shards would mix "
+                "with numbers these versions compute",
+                "resume in the environment that started it (pip install -r requirements.lock), or use a new --out",
+            )
         return run_id
     write_json(meta, record)
     return run_id
@@ -271,6 +267,7 @@ def run(
     if executor not in ("local", "ray"):
         raise PatchlabError(f"unknown executor {executor!r}", "use local or ray")
     shards = plan(exp)  # reads every track's metadata first: bad data is refused before anything is written
+    preflight(exp)
     for model in exp.models or []:  # a typo in the second model must not cost the first model's whole run
         if model not in SMALL_MODELS and not Path(model).expanduser().is_dir():
             raise PatchlabError(
@@ -434,10 +431,10 @@ def _gather(runs: list[Path], out: Path, shards: list[Shard], run_id: str) -> li
             )
         target = out / "shards" / s.name
         if have and not (target / "done").exists():
-            tmp = out / "shards" / f".{s.name}.merge"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(have[0] / "shards" / s.name, tmp)
-            os.replace(tmp, target)
+            source = have[0] / "shards" / s.name
+            files = {f.name: f.read_bytes() for f in sorted(source.iterdir()) if f.is_file()}
+            copy = lambda tmp, src=source, fs=files: [shutil.copy2(src / f, tmp / f) for f in fs]  # noqa: E731
+            place_shard(out, s.name, copy, files)
         if not have and not (target / "done").exists():
             missing.append(s.name)
     return missing

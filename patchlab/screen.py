@@ -28,6 +28,7 @@ import torch
 from scipy import stats
 
 from .corrupt import Pair
+from .data import draw_key
 from .metrics import final_metrics
 from .models.base import HookedLALM
 from .patching.attribution import _corrupt_with_grads, linear_effects
@@ -36,7 +37,7 @@ from .record import clean_run
 
 def verified(sample: str, share: float, seed: int) -> bool:
     """Whether a clip is among the verified share (a hash of seed and id: independent of sharding and order)."""
-    h = hashlib.sha256(f"{seed}/{sample}".encode()).digest()
+    h = hashlib.sha256(f"{seed}/{draw_key(sample)}".encode()).digest()
     return int.from_bytes(h[:8], "little") / 2**64 < share
 
 

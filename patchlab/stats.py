@@ -15,11 +15,25 @@ import numpy as np
 from scipy import stats
 
 LEVEL = 0.05
+# The smallest effect that matters, per unit a hypothesis measures its effect in (docs/statistics.md): below it a
+# significant effect is `negligible`, not `supported`.
+MIN_EFFECT = {
+    "accuracy": 0.05,  # share of clips: lens or probe accuracy over a constant guess, enrichment's gain, cue rates
+    "restoration": 0.10,  # normalized restoration Δ (0 = the corrupted run, 1 = the clean run)
+    "p_true": 0.05,  # the true label's probability (RQ1, RQ2)
+    "layers": 1.0,  # a critical layer, in layers (RQ3 within label)
+    "correlation": 0.10,  # Spearman's rho (RQ3 across cells)
+    "logit": 0.10,  # the answer's logit difference (RQ4 knockout)
+    "depth": 0.05,  # a critical layer as a share of the model's depth (cross-model)
+}
 
 
 @dataclass
 class Verdict:
-    """One tested hypothesis: the effect (in the hypothesis' direction, > 0 supports it), its CI, p, n."""
+    """One tested hypothesis: the effect (in the hypothesis' direction, > 0 supports it), its two-sided CI at the
+    stated level, the one-sided p, n; `min_effect`, the smallest effect that matters (in the effect's units);
+    `kind`, a finding or a sanity check (an identity on the model at hand, reported apart); `n_needed`, for an
+    inconclusive finding, the clips that would make it decisive at the observed effect."""
 
     hypothesis: str
     effect: float
@@ -31,6 +45,20 @@ class Verdict:
     p_corrected: float = float("nan")
     verdict: str = "inconclusive"
     note: str = ""
+    min_effect: float = 0.0
+    kind: str = "finding"
+    n_needed: float = float("nan")
+
+    def matters(self, min_effect: float) -> Verdict:
+        """This verdict with its smallest effect of interest set (returns self, for chaining)."""
+        self.min_effect = float(min_effect)
+        return self
+
+    def sanity(self, why: str) -> Verdict:
+        """Mark as a sanity check: true by construction on this model, so not counted as a finding."""
+        self.kind = "sanity"
+        self.note = f"{why}; {self.note}" if self.note else why
+        return self
 
     def as_row(self) -> dict:
         return asdict(self)
@@ -135,14 +163,21 @@ def paired_ranks(
 
 
 def above_chance(hypothesis: str, correct: Sequence[bool], chance: float, level: float = 0.95) -> Verdict:
-    """H: accuracy > chance. Exact binomial test (one-sided), Wilson CI of the accuracy; effect = accuracy - chance."""
+    """H: accuracy > chance. Exact binomial test (one-sided p); effect = accuracy - chance with the two-sided Wilson
+    interval at `level` (a one-sided interval would print an upper bound of 1 whatever the data)."""
     k, n = int(np.sum(correct)), len(correct)
     if n == 0:
         return Verdict(hypothesis, float("nan"), float("nan"), float("nan"), float("nan"), 0, "binomial")
-    res = stats.binomtest(k, n, chance, alternative="greater")
-    ci = res.proportion_ci(confidence_level=level, method="wilson")
-    return Verdict(hypothesis, k / n - chance, float(ci.low) - chance, float(ci.high) - chance, float(res.pvalue), n,
-                   f"exact binomial vs chance {chance:.3f} (one-sided), Wilson CI")  # fmt: skip
+    p = stats.binomtest(k, n, chance, alternative="greater").pvalue
+    lo, hi = wilson(k, n, level)
+    return Verdict(hypothesis, k / n - chance, lo - chance, hi - chance, float(p), n,
+                   f"exact binomial vs chance {chance:.3f} (one-sided p), two-sided Wilson CI")  # fmt: skip
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Two-sided Wilson score interval of the proportion k/n at `level` (it always contains k/n)."""
+    ci = stats.binomtest(k, n, 0.5, alternative="two-sided").proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def two_sample(
@@ -235,24 +270,53 @@ def benjamini_hochberg(p: Sequence[float]) -> np.ndarray:
     return out
 
 
-def decide(verdicts: list[Verdict], alpha: float = LEVEL, correction: str = "holm", min_n: int = 8) -> list[Verdict]:
-    """Correct the p-values over the family and give each a verdict.
+VERDICTS = ("supported", "refuted", "negligible", "inconclusive")
 
-    supported: corrected p <= alpha and the CI excludes 0 on the hypothesis' side; refuted: the CI lies wholly on
-    the other side of 0; inconclusive otherwise, and always where n < min_n or the exact test could not reach
-    alpha with this n (a verdict from a handful of clips is no verdict).
+
+def decide(verdicts: list[Verdict], alpha: float = LEVEL, correction: str = "holm", min_n: int = 8) -> list[Verdict]:
+    """Correct the p-values over the family of findings (sanity checks are not in it) and give each a verdict.
+
+    With m = the hypothesis' smallest effect of interest: supported: corrected p <= alpha and the CI clears m;
+    refuted: the CI lies wholly on the other side of 0; negligible: the CI lies within (-m, m) (the effect, whatever
+    its sign, is too small to matter); inconclusive otherwise, and always where n < min_n or the exact test could not
+    reach alpha with this n (a verdict from a handful of clips is no verdict). An inconclusive finding gets
+    `n_needed` (see `clips_needed`).
     """
     adjust = holm if correction == "holm" else benjamini_hochberg
-    corrected = adjust([v.p for v in verdicts])
-    for v, pc in zip(verdicts, corrected):
+    findings = [v for v in verdicts if v.kind == "finding"]
+    for v, pc in zip(findings, adjust([v.p for v in findings])):
         v.p_corrected = float(pc)
+    for v in verdicts:
+        if v.kind != "finding":
+            v.p_corrected = v.p
+        m, pc = v.min_effect, v.p_corrected
         if v.n < min_n or min_p(v.n) > alpha:
             few = f"n = {v.n} is too few (at least {min_n})"
             v.verdict, v.note = "inconclusive", f"{few}; {v.note}" if v.note else few
-        elif pc <= alpha and v.ci_lo > 0:
+        elif pc <= alpha and v.ci_lo > m:
             v.verdict = "supported"
         elif v.ci_hi < 0:
             v.verdict = "refuted"
+        elif m > 0 and -m < v.ci_lo and v.ci_hi < m:
+            v.verdict = "negligible"
         else:
             v.verdict = "inconclusive"
+        if v.verdict == "inconclusive" and v.kind == "finding":
+            v.n_needed = clips_needed(v, alpha)
     return verdicts
+
+
+def clips_needed(v: Verdict, alpha: float = LEVEL, power: float = 0.8) -> float:
+    """Clips at which a study of this hypothesis would reach a decisive verdict with probability `power`, were the
+    true effect the observed one (normal approximation; the spread per clip read off the CI's half-width):
+    supported where the effect exceeds m, negligible where it lies within (-m, m), refuted where it lies below -m.
+    NaN where it cannot be told (no spread, or an effect exactly at a boundary)."""
+    if not all(np.isfinite([v.effect, v.ci_lo, v.ci_hi])) or v.n < 2:
+        return float("nan")
+    sd = (v.ci_hi - v.ci_lo) / (2 * stats.norm.ppf(0.975)) * np.sqrt(v.n)  # the CIs are two-sided 95%
+    m, e = v.min_effect, v.effect
+    gap = e - m if e > m else (m - abs(e) if abs(e) < m else abs(e))  # to m (supported), to +-m, or to 0 (refuted)
+    if sd <= 0 or gap <= 0:
+        return float("nan")
+    z = stats.norm.ppf(1 - alpha) + stats.norm.ppf(power)
+    return float(np.ceil((z * sd / gap) ** 2))

@@ -20,7 +20,16 @@ def lens_verdict(track: str, fmt: str, per: pd.DataFrame, n_labels: int) -> stat
         f"{track} [{fmt}]: the label is decodable at the final position, last layer, above a constant guess",
         last["correct"].to_numpy() > 0.5,
         max(1.0 / n_labels, float(prior)),
-    )
+    ).matters(stats.MIN_EFFECT["accuracy"])
+
+
+def lens_accuracy_ci(per: pd.DataFrame, level: float = 0.95) -> tuple[float, float]:
+    """Two-sided Wilson interval of the lens accuracy at the final position, last layer (the clips the verdict
+    counts; it contains the accuracy the summary prints)."""
+    last = per[(per.position == "final") & (per.layer == per.layer.max())]
+    if not len(last):
+        return float("nan"), float("nan")
+    return stats.wilson(int((last["correct"].to_numpy() > 0.5).sum()), len(last), level)
 
 
 def critical_layer_ci(
@@ -43,11 +52,17 @@ def grounding_verdicts(track: str, per_sample: pd.DataFrame, seed: int) -> list[
     """Audio restores the answer at the first patched layer; at the last the final position carries more."""
     lo, hi = int(per_sample.layer.min()), int(per_sample.layer.max())
     first, last = per_sample[per_sample.layer == lo], per_sample[per_sample.layer == hi]
+    m = stats.MIN_EFFECT["restoration"]
+    restores = stats.paired(f"{track}: clean audio patched in at layer {lo} restores the answer (Δ audio > 0)",
+                            first["delta_audio"], seed=seed).matters(m)  # fmt: skip
+    d = first["delta_audio"].dropna().to_numpy(float)
+    if d.size and np.allclose(d, 1.0, rtol=0, atol=1e-9):
+        restores.sanity(f"an identity on this model: the audio patched at layer {lo} recreates the clean run (every "
+                        "clip restores exactly 1)")  # fmt: skip
     return [
-        stats.paired(f"{track}: clean audio patched in at layer {lo} restores the answer (Δ audio > 0)",
-                     first["delta_audio"], seed=seed),
+        restores,
         stats.paired(f"{track}: at layer {hi} the final position carries the answer, not the audio "
-                     "(Δ final − Δ audio > 0)", last["delta_final"], last["delta_audio"], seed=seed),
+                     "(Δ final − Δ audio > 0)", last["delta_final"], last["delta_audio"], seed=seed).matters(m),
     ]  # fmt: skip
 
 
@@ -59,7 +74,7 @@ def cue_verdict(track: str, cue: pd.DataFrame, seed: int) -> stats.Verdict:
         c["follows_audio"].astype(float),
         c["follows_cue"].astype(float),
         seed=seed,
-    )
+    ).matters(stats.MIN_EFFECT["accuracy"])
 
 
 def enrichment_verdict(track: str, rows: pd.DataFrame, choice: dict, held_out: list[str], seed: int) -> stats.Verdict:
@@ -73,12 +88,27 @@ def enrichment_verdict(track: str, rows: pd.DataFrame, choice: dict, held_out: l
         pick["correct"].astype(float),
         pick["base_correct"].astype(float),
         seed=seed,
-    )
+    ).matters(stats.MIN_EFFECT["accuracy"])
 
 
 def table(verdicts: list[tuple[str, stats.Verdict]]) -> pd.DataFrame:
     """Holm over the run's family of tests, then one tidy row per verdict (track first)."""
     stats.decide([v for _, v in verdicts])
     rows = [{"track": t, **v.as_row()} for t, v in verdicts]
-    cols = ["track", "hypothesis", "verdict", "effect", "ci_lo", "ci_hi", "p", "p_corrected", "n", "test", "note"]
+    cols = [
+        "track",
+        "hypothesis",
+        "kind",
+        "verdict",
+        "effect",
+        "ci_lo",
+        "ci_hi",
+        "min_effect",
+        "p",
+        "p_corrected",
+        "n",
+        "n_needed",
+        "test",
+        "note",
+    ]
     return pd.DataFrame(rows, columns=cols)

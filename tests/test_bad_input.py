@@ -117,24 +117,38 @@ def test_nan_in_activations_names_the_layer(qwen):
     assert "weights" in e.value.fix  # float32: the cause is not half precision
 
 
-def test_a_broken_clip_in_a_run_becomes_a_warning_row(tiny_dir, tmp_path):
-    """A run keeps going past an unreadable clip: the others are analysed, the broken one is a `skipped` row."""
+def test_a_clip_that_is_not_audio_is_refused_before_anything_is_written(tiny_dir, tmp_path):
+    """Every planned clip's header is read before the model loads: a file that is not audio stops the run at once,
+    naming the clip by its path in the track, and nothing is written."""
+    files = {f"c{i}.wav": (lambda p, i=i: sf.write(p, tone(1.0, 240 if i % 2 else 110), 16000)) for i in range(2)}
+    files["bad.wav"] = lambda p: p.write_bytes(b"not audio")
+    rows = [_row("c0.wav", "male"), _row("bad.wav", "male"), _row("c1.wav", "female")]
+    data = _track(tmp_path / "d", rows, files)
+    exp = from_dict(dict(name="t", model=str(tiny_dir("qwen2_audio")), data=str(data), analyses=["lens"]), "t")
+    with pytest.raises(PatchlabError, match=r"1 clip\(s\) cannot be read as audio: Gender/bad.wav"):
+        run(exp, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_clip_whose_samples_break_in_a_run_becomes_a_warning_row(tiny_dir, tmp_path):
+    """A clip whose header is fine but whose samples are not (NaN in a float WAV) is found only when read: the run
+    keeps going, the others are analysed, the broken one is a `skipped` row."""
     files = {
         f"c{i}.wav": (lambda p, i=i: sf.write(p, tone(1.0 + 0.1 * i, 240 if i % 2 else 110), 16000)) for i in range(4)
     }
-    files["bad.wav"] = lambda p: p.write_bytes(b"not audio")
+    files["bad.wav"] = lambda p: sf.write(p, np.full(16000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
     rows = [_row(f"c{i}.wav", "female" if i % 2 else "male") for i in range(4)] + [_row("bad.wav", "male")]
     data = _track(tmp_path / "d", rows[:2] + [rows[4]] + rows[2:4], files)
     exp = from_dict(dict(name="t", model=str(tiny_dir("qwen2_audio")), data=str(data), analyses=["lens"]), "t")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         summary = run(exp, tmp_path / "out", progress=False)
-    assert any("skipping Gender/bad" in str(w.message) for w in caught)
+    assert any("skipping Gender/bad.wav" in str(w.message) for w in caught)
     skipped = pd.read_csv(tmp_path / "out" / "tables" / "skipped.csv")
-    assert skipped["sample"].tolist() == ["bad"] and "cannot be read" in skipped["error"][0]
-    assert summary["skipped"][0]["sample"] == "bad"
+    assert skipped["sample"].tolist() == ["bad.wav"] and "NaN" in skipped["error"][0]
+    assert summary["skipped"][0]["sample"] == "bad.wav"
     lens = pd.read_csv(tmp_path / "out" / "tables" / "lens_per_sample.csv")
-    assert sorted(lens["sample"].unique()) == ["c0", "c1", "c2", "c3"]
+    assert sorted(lens["sample"].unique()) == ["c0.wav", "c1.wav", "c2.wav", "c3.wav"]
     assert torch.isfinite(torch.tensor(lens["correct"].to_numpy())).all()
 
 

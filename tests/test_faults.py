@@ -53,6 +53,9 @@ def _clips(n: int = 6) -> dict:
     }
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def _cfg(model: Path, data: Path, **kw) -> dict:
     return dict(name="t", model=str(model), data=str(data), tracks=["Gender"], **kw)
 
@@ -77,28 +80,67 @@ def test_demo_never_removes_a_folder_with_files_it_did_not_write(sakura, tmp_pat
     assert main(["demo", "--out", str(mine), "--data", str(sakura)]) == 2
     assert "holds files patchlab did not write" in capsys.readouterr().err
     assert (mine / "notes.txt").read_text() == "keep"
-    # a demo folder of an older run (other config) with a file of the user's added: refused, not cleared
+    # a folder whose marker names no command patchlab knows: refused, nothing cleared
     old = tmp_path / "old"
     old.mkdir()
     (old / ".patchlab").write_text("{}")
     (old / "run.json").write_text(json.dumps({"name": "demo", "digest": "older"}))
     (old / "mine.csv").write_text("1,2\n")
     assert main(["demo", "--out", str(old), "--data", str(sakura)]) == 2
-    assert "mine.csv" in capsys.readouterr().err
+    assert "holds the output of" in capsys.readouterr().err
     assert (old / "mine.csv").exists() and (old / "run.json").exists()
 
 
-def test_a_run_folder_of_an_earlier_patchlab_without_the_marker_is_still_ours(tmp_path):
-    from patchlab.outdir import MARKER, claim
+def test_an_unmarked_folder_that_looks_like_a_run_is_the_users(sakura, tmp_path, capsys):
+    """Folder names prove nothing: a folder without patchlab's marker holding run.json (with a config), plots/ and
+    tables/ is refused by demo and run alike, and nothing is written into it (not even the marker)."""
+    theirs = tmp_path / "theirs"
+    for sub in ("plots", "tables"):
+        (theirs / sub).mkdir(parents=True)
+        (theirs / sub / "figure.png").write_bytes(b"mine")
+    (theirs / "run.json").write_text(json.dumps({"name": "demo", "config": {"name": "demo"}}))
+    before = sorted(p.relative_to(theirs).as_posix() for p in theirs.rglob("*"))
+    assert main(["demo", "--out", str(theirs), "--data", str(sakura)]) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert main(["run", str(ROOT / "experiments" / "gender_grounding.yaml"), "--out", str(theirs)]) == 2
+    assert sorted(p.relative_to(theirs).as_posix() for p in theirs.rglob("*")) == before
 
-    (tmp_path / "shards").mkdir()
-    (tmp_path / "run.json").write_text(json.dumps({"name": "demo", "config": {}}))
-    assert claim(tmp_path, "demo") == tmp_path and (tmp_path / MARKER).exists()
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "run.json").write_text("{}")  # no config: not a run's record
-    with pytest.raises(PatchlabError, match="did not write"):
-        claim(other, "run")
+
+def test_a_restart_removes_only_the_files_patchlab_wrote(tiny_dir, toy_data, tmp_path):
+    """A finished run into whose plots/, tables/ and shards/ a user put files, started over as the demo does after a
+    config change: patchlab's files go (by its manifest), the user's stay where they were, and the new run writes."""
+    from patchlab.outdir import clear_own
+    from patchlab.runner import RUN_ENTRIES
+
+    out = tmp_path / "out"
+    run(from_dict(_cfg(tiny_dir("qwen2_audio"), toy_data, analyses=["lens"], limit=2), "t"), out, progress=False)
+    theirs = ["plots/my_figure.png", "tables/my_table.csv", "shards/notes.txt", "shards/Gender-0000/mine.txt", "x.md"]
+    for rel in theirs:
+        (out / rel).write_text("mine")
+    left = clear_own(out, RUN_ENTRIES)
+    assert sorted(left) == sorted(r for r in theirs if r != "x.md")
+    assert all((out / rel).read_text() == "mine" for rel in theirs)
+    assert not (out / "run.json").exists() and not (out / "tables" / "lens_per_sample.csv").exists()
+    with pytest.raises(PatchlabError, match="holds files patchlab did not write.*mine.txt"):
+        run(from_dict(_cfg(tiny_dir("qwen2_audio"), toy_data, analyses=["lens"], limit=2, seed=1), "t"), out,
+            progress=False)  # fmt: skip
+    (out / "shards" / "Gender-0000" / "mine.txt").unlink()  # as the message says: then the run resumes
+    run(from_dict(_cfg(tiny_dir("qwen2_audio"), toy_data, analyses=["lens"], limit=2, seed=1), "t"), out,
+        resume=True, progress=False)  # fmt: skip
+    assert all((out / rel).read_text() == "mine" for rel in theirs if "Gender-0000" not in rel)
+    assert (out / "tables" / "lens_per_sample.csv").exists()
+
+
+def test_a_users_file_where_patchlab_would_write_is_never_overwritten(tiny_dir, toy_data, tmp_path):
+    """Inside its own folder, a file patchlab did not write is not overwritten: the write is refused, naming it."""
+    out = tmp_path / "out"
+    run(from_dict(_cfg(tiny_dir("qwen2_audio"), toy_data, analyses=["lens"], limit=2), "t"), out, progress=False)
+    (out / "report.html").unlink()
+    (out / "report.html").write_text("my report")
+    with pytest.raises(PatchlabError, match="report.html exists and patchlab did not write it"):
+        run(from_dict(_cfg(tiny_dir("qwen2_audio"), toy_data, analyses=["lens"], limit=2), "t"), out, resume=True,
+            progress=False)  # fmt: skip
+    assert (out / "report.html").read_text() == "my report"
 
 
 def test_mini_build_refuses_a_folder_that_is_not_its_build(tmp_path):
@@ -191,9 +233,9 @@ def test_a_nan_clip_in_a_run_is_a_skipped_row_and_never_counted(tiny_dir, tmp_pa
         warnings.simplefilter("ignore")
         run(exp, tmp_path / "out", progress=False)
     skipped = read_table(tmp_path / "out" / "tables" / "skipped.csv")
-    assert skipped["sample"].tolist() == ["nan"] and "NaN" in skipped["error"][0]
+    assert skipped["sample"].tolist() == ["nan.wav"] and "NaN" in skipped["error"][0]
     lens = read_table(tmp_path / "out" / "tables" / "lens_per_sample.csv")
-    assert "nan" not in set(lens["sample"]) and lens["correct"].notna().all()
+    assert "nan.wav" not in set(lens["sample"]) and lens["correct"].notna().all()
 
 
 def test_a_checkpoint_with_nan_weights_is_refused_at_load(tiny_dir, tmp_path):
@@ -215,7 +257,7 @@ def test_nan_activations_in_the_lens_name_the_clip_instead_of_predicting_a_label
 
     h = qwen.layers[1].mlp.register_forward_hook(poison)
     try:
-        with pytest.raises(PatchlabError, match=r"NaN/inf in the logit lens of tone\d from layer 1") as e:
+        with pytest.raises(PatchlabError, match=r"NaN/inf in the logit lens of tone\d.wav from layer 1") as e:
             patchlab.lens(qwen, load_track(toy_data, "Gender", 2), progress=False)
     finally:
         h.remove()
@@ -288,17 +330,17 @@ def test_a_file_entry_leading_outside_the_dataset_is_refused(entry, tmp_path):
 
 def test_an_unreadable_donor_is_replaced_and_the_clip_keeps_its_rows(tiny_dir, tmp_path):
     clips = _clips(4)
-    clips["broken.wav"] = ("female", b"not audio")
+    clips["broken.wav"] = ("female", np.full(16000, np.nan, dtype=np.float32))  # a header, then NaN samples
     data = _gender_track(tmp_path / "d", clips)
     exp = from_dict(_cfg(tiny_dir("qwen2_audio"), data, analyses=["lens", "patch"]), "t")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run(exp, tmp_path / "out", progress=False)
     patched = read_table(tmp_path / "out" / "tables" / "patching.csv")
-    males = {"c0", "c2"}  # their donors are drawn from the females, one of which is broken
-    assert males <= set(patched["sample"]) and "broken" not in set(patched["donor"])
+    males = {"c0.wav", "c2.wav"}  # their donors are drawn from the females, one of which is broken
+    assert males <= set(patched["sample"]) and "broken.wav" not in set(patched["donor"])
     skipped = read_table(tmp_path / "out" / "tables" / "skipped.csv")
-    assert skipped["sample"].tolist() == ["broken"]
+    assert skipped["sample"].tolist() == ["broken.wav"]
 
 
 # 8. no work lost to late checks
@@ -332,7 +374,7 @@ def test_a_metadata_file_with_a_utf8_bom_loads(tmp_path):
     data = _gender_track(tmp_path, {"a.wav": ("male", tone(1.0))})
     meta = data / "Gender" / "metadata.csv"
     meta.write_bytes(b"\xef\xbb\xbf" + meta.read_bytes())
-    assert [s.id for s in load_track(data, "Gender")] == ["a"]
+    assert [s.id for s in load_track(data, "Gender")] == ["a.wav"]
 
 
 def test_broken_config_json_and_weights_give_clear_errors(tiny_dir, tmp_path):

@@ -34,7 +34,8 @@ def test_rq1_and_rq2_find_a_mid_way_peak_of_failures_that_is_there():
     assert rise.verdict == "supported"
     fail_peak, success_rise = stats.decide(findings.rq2("toy", per, seed=0))
     assert fail_peak.verdict == "supported" and "layer 1" in fail_peak.hypothesis  # a layer in 8..12
-    assert 8 <= int(fail_peak.hypothesis.split("(layer ")[1].split(",")[0]) <= 12
+    assert 8 <= int(fail_peak.hypothesis.split("(layer ")[1].split(" ")[0]) <= 12
+    assert "of interior layers 1..18" in fail_peak.hypothesis
     assert success_rise.verdict == "supported"
 
 

@@ -88,3 +88,34 @@ def test_signed_ranks_are_not_decided_by_two_extreme_clips_and_hold_their_level(
     walsh = [(a + b) / 2 for k, a in enumerate([1.0, 4.0, 2.0]) for b in [1.0, 4.0, 2.0][k:]]
     assert stats.hodges_lehmann(np.array([1.0, 4.0, 2.0])) == pytest.approx(np.median(walsh))
     assert stats.paired_ranks("none", np.zeros(6)).p == 1.0
+
+
+def test_a_significant_effect_below_the_smallest_that_matters_is_negligible_not_supported():
+    """RQ1's dip on dev: significant, effect 0.013 in p(true): with m = 0.05 it is negligible (counted apart)."""
+    rng = np.random.default_rng(0)
+    tiny = stats.paired("a tiny but steady effect", 0.013 + 0.005 * rng.standard_normal(150)).matters(0.05)
+    large = stats.paired("a large effect", 0.3 + 0.1 * rng.standard_normal(150)).matters(0.05)
+    straddles = stats.paired("an effect near m", 0.05 + 0.05 * rng.standard_normal(40)).matters(0.05)
+    stats.decide([tiny, large, straddles])
+    assert tiny.p_corrected < 0.05 and tiny.ci_lo > 0  # the old rule said supported
+    assert (tiny.verdict, large.verdict, straddles.verdict) == ("negligible", "supported", "inconclusive")
+    assert straddles.n_needed > straddles.n and np.isnan(large.n_needed)
+
+
+def test_sanity_checks_are_not_in_the_holm_family_and_are_kept_apart():
+    """An identity (every clip restores exactly 1) is a sanity check: its p is not corrected with the findings', and
+    adding it does not change the findings' corrected p-values."""
+    rng = np.random.default_rng(1)
+    findings = [stats.paired(f"f{i}", 0.2 + rng.standard_normal(30)) for i in range(3)]
+    identity = stats.paired("an identity", np.ones(30)).sanity("true by construction")
+    stats.decide(findings + [identity])
+    assert identity.kind == "sanity" and identity.p_corrected == identity.p
+    assert [v.p_corrected for v in findings] == list(stats.holm([v.p for v in findings]))
+
+
+def test_the_lens_interval_is_two_sided_and_contains_the_accuracy():
+    """An accuracy of 0.8 over 150 clips: a two-sided Wilson interval below 1 (a one-sided one printed 1.000)."""
+    v = stats.above_chance("h", [True] * 120 + [False] * 30, 0.5)
+    lo, hi = v.ci_lo + 0.5, v.ci_hi + 0.5
+    assert lo < 0.8 < hi < 0.9 and v.p < 1e-10
+    assert stats.wilson(6, 6)[0] < 1.0 == stats.wilson(6, 6)[1]

@@ -2,7 +2,7 @@
 
 from .audio import fit_length, load_audio
 from .prompts import FORMATS, LabelSet, build_prompt, label_set, verbalize
-from .sakura import Sample, fingerprint, labels_of, load_track, parse_options, track_labels, tracks
+from .sakura import Sample, draw_key, fingerprint, labels_of, load_track, parse_options, track_labels, tracks
 from .synth import tone, tone_gender_track
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "LabelSet",
     "Sample",
     "build_prompt",
+    "draw_key",
     "fingerprint",
     "fit_length",
     "label_set",

@@ -93,7 +93,7 @@ class PatchlabMiniLanguageID(nn.Module):
         h = self.decoder(input_ids=start, encoder_hidden_states=encoder_hidden, use_cache=False).last_hidden_state
         table = self.decoder.embed_tokens.weight  # tied to Whisper's output layer
         logits = h[:, 0] @ table[torch.tensor(self.language_token_ids, device=table.device)].T
-        return logits.float().softmax(-1)
+        return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32))
 
 
 @dataclass

@@ -32,7 +32,7 @@ class PatchlabMiniProcessor:
         config = json.loads((Path(path) / "config.json").read_text())
         return cls(
             WhisperFeatureExtractor.from_pretrained(path),
-            AutoTokenizer.from_pretrained(path),
+            AutoTokenizer.from_pretrained(path, trust_remote_code=False),
             config.get("stack", 4),
             bool(config.get("language_token_ids")),
         )

@@ -36,8 +36,8 @@ class PatchlabQformerProcessor(PatchlabMiniProcessor):
         config = json.loads((Path(path) / "config.json").read_text())
         return cls(
             WhisperFeatureExtractor.from_pretrained(path),
-            AutoTokenizer.from_pretrained(path),
-            AutoTokenizer.from_pretrained(Path(path) / "whisper"),
+            AutoTokenizer.from_pretrained(path, trust_remote_code=False),
+            AutoTokenizer.from_pretrained(Path(path) / "whisper", trust_remote_code=False),
             config.get("queries", 32),
         )
 

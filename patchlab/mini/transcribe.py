@@ -37,7 +37,8 @@ class WhisperTranscriber(nn.Module):
         h = self.decoder(
             input_ids=ids, encoder_hidden_states=encoder_hidden, use_cache=True, **{_CACHE_ARG: cache}
         ).last_hidden_state[:, -1]
-        return (h @ self.decoder.embed_tokens.weight.T).float()  # Whisper's output layer is its token table
+        logits = h @ self.decoder.embed_tokens.weight.T  # Whisper's output layer is its token table
+        return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
     @torch.no_grad()
     def forward(self, encoder_hidden: torch.Tensor) -> tuple[torch.Tensor, list[list[int]]]:

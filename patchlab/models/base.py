@@ -12,6 +12,7 @@ from torch import nn
 
 from ..errors import PatchlabError
 from ..regions import Regions
+from .features import features_in_float64
 from .memo import EncoderMemo
 
 
@@ -77,6 +78,8 @@ class Adapter:
     description: str = ""
     sampling_rate: int = 16000
     max_seconds: float | None = 30.0  # longest clip the audio encoder takes in one window (None: no limit)
+    trust_remote_code: bool = False  # families transformers ships never run a checkpoint's code; the generic
+    # adapter does only with consent given for that checkpoint (patchlab.load(..., trust_remote_code=True))
     audio_queries: int | None = None  # a connector with a fixed number of outputs (Q-Former queries), any clip length
 
     model_class_name: str = ""
@@ -90,7 +93,11 @@ class Adapter:
     def load_model(self, path: str, *, dtype: torch.dtype, device_map: Any, attn_implementation: str, **_: Any):
         """The model, as the family's own class loads it (families with remote code override this)."""
         return self.model_class().from_pretrained(
-            path, dtype=dtype, device_map=device_map, attn_implementation=attn_implementation
+            path,
+            dtype=dtype,
+            device_map=device_map,
+            attn_implementation=attn_implementation,
+            trust_remote_code=self.trust_remote_code,
         )
 
     def load_processor(self, path: str) -> Any:
@@ -98,7 +105,7 @@ class Adapter:
         from transformers import AutoProcessor
 
         try:
-            processor = AutoProcessor.from_pretrained(path)
+            processor = AutoProcessor.from_pretrained(path, trust_remote_code=self.trust_remote_code)
             if hasattr(processor, "tokenizer"):  # a processor, not a bare tokenizer
                 return processor
         except (ImportError, OSError, ValueError, TypeError, AttributeError):
@@ -125,7 +132,7 @@ class Adapter:
 
         return SimpleNamespace(
             feature_extractor=WhisperFeatureExtractor.from_pretrained(path),
-            tokenizer=AutoTokenizer.from_pretrained(path),
+            tokenizer=AutoTokenizer.from_pretrained(path, trust_remote_code=False),
         )
 
     # decoder layout
@@ -242,6 +249,8 @@ class HookedLALM:
         encoder = adapter.audio_encoder(model)
         self.encoder_memo = EncoderMemo(encoder) if encoder is not None else None
         self.run_memo: OrderedDict = OrderedDict()  # record.clean_run's shared clean runs
+        if self.dtype == torch.float64:  # a float64 run computes in float64 from the waveform on
+            features_in_float64(processor)
 
     def weights_version(self) -> int:
         """Sum of the parameters' in-place version counters: changes whenever any weight is edited in place."""
@@ -285,7 +294,7 @@ class HookedLALM:
                 f"audio at {sampling_rate} Hz given to a processor that expects {self.sampling_rate} Hz",
                 "load audio with patchlab.data.load_audio(path, rate=model.sampling_rate) to resample it",
             )
-        audio = np.asarray(audio, dtype=np.float32)
+        audio = np.asarray(audio, dtype=np.float64 if self.dtype == torch.float64 else np.float32)
         if audio.ndim != 1 or audio.size == 0:
             raise PatchlabError(
                 f"audio must be a non-empty mono waveform, got shape {audio.shape}",

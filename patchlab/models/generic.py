@@ -46,7 +46,7 @@ class GenericAdapter(TemplateChat, Adapter):
         from transformers import AutoProcessor
 
         try:
-            processor = AutoProcessor.from_pretrained(path)
+            processor = AutoProcessor.from_pretrained(path, trust_remote_code=self.trust_remote_code)
         except (OSError, ValueError, ImportError) as e:
             raise PatchlabError(f"{path}: the generic adapter could not build the processor ({e})", GUIDE) from None
         if not hasattr(processor, "tokenizer"):

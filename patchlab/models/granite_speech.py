@@ -102,4 +102,4 @@ class GraniteSpeechAdapter(Adapter):
 
         from transformers import AutoTokenizer
 
-        return SimpleNamespace(tokenizer=AutoTokenizer.from_pretrained(path))
+        return SimpleNamespace(tokenizer=AutoTokenizer.from_pretrained(path, trust_remote_code=False))

@@ -14,6 +14,7 @@ from ..mini import SMALL_MODELS, small_model
 from .audioflamingo3 import AudioFlamingo3Adapter
 from .base import Adapter, HookedLALM
 from .desta2 import Desta2Adapter
+from .generic import GenericAdapter
 from .glm_asr import GlmAsrAdapter
 from .granite_speech import GraniteSpeechAdapter
 from .mini import MiniAdapter
@@ -82,8 +83,6 @@ def adapter_for(model_type: str, architectures: list[str], where: str) -> Adapte
     except PatchlabError:
         if not architectures:
             raise
-    from .generic import GenericAdapter
-
     adapter = GenericAdapter(model_type, architectures[0])
     warnings.warn(
         f"{where}: model_type {model_type!r} has no patchlab adapter; loading it through the generic adapter as "
@@ -134,7 +133,7 @@ def load(
         from transformers import AutoConfig
 
         try:
-            auto = AutoConfig.from_pretrained(str(path_or_id))
+            auto = AutoConfig.from_pretrained(str(path_or_id), trust_remote_code=False)
             model_type, architectures = auto.model_type, list(getattr(auto, "architectures", None) or [])
         except OSError as e:
             raise PatchlabError(
@@ -142,6 +141,16 @@ def load(
                 "pass a local checkpoint directory; the hub is off here (HF_HUB_OFFLINE=1)",
             ) from e
     adapter = adapter_for(model_type, architectures, str(path_or_id))
+    if isinstance(adapter, GenericAdapter):
+        wants = wants_own_code(path) if path.is_dir() else []
+        if wants and not trust_remote_code:
+            raise PatchlabError(
+                f"this checkpoint wants to run its own code: {path} maps classes to its own Python files (auto_map: "
+                f"{', '.join(wants[:4])}), which would run as code when loaded; patchlab does not run it unasked",
+                "if you trust that folder's code, pass trust_remote_code=True (patchlab.load) or --trust-remote-code "
+                "for this model; otherwise use a checkpoint of a family transformers ships",
+            )
+        adapter.trust_remote_code = trust_remote_code
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     try:
@@ -168,6 +177,24 @@ def load(
 
         make_variant(lalm, variant)
     return lalm
+
+
+def wants_own_code(path: Path) -> list[str]:
+    """The classes a checkpoint folder maps to code of its own (`auto_map` in any of its JSON configs):
+    what transformers would import from the folder and run with trust_remote_code."""
+    found = []
+    for f in sorted(path.glob("*.json")):
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        maps = [d.get("auto_map")] if isinstance(d, dict) else []
+        if isinstance(d, dict):
+            maps += [v.get("auto_map") for v in d.values() if isinstance(v, dict)]
+        for m in maps:
+            if isinstance(m, dict):
+                found += [f"{f.name}: {k} -> {v}" for k, v in m.items()]
+    return found
 
 
 def check_weights(model: torch.nn.Module, where: str) -> None:

@@ -16,7 +16,7 @@ import torch
 from ..corrupt import Pair
 from ..errors import PatchlabError
 from ..hooks import hooked
-from ..metrics import final_metrics
+from ..metrics import final_metrics, wide
 from ..models.base import HookedLALM
 from ..record import record
 from .engine import embed_noise, patch
@@ -78,7 +78,7 @@ def _corrupt_with_grads(lalm: HookedLALM, pair: Pair, sites: Sequence[str], labe
 def linear_effects(clean, site: str, layer: int, a: torch.Tensor) -> torch.Tensor:
     """First-order effect of patching each position of (site, layer): (a_clean - a_corrupt) . d metric / d a, with
     `a` the corrupted run's activation holding its gradient; (positions,) float."""
-    return ((clean[(site, layer)].to(a.dtype) - a.detach()) * a.grad)[0].sum(-1).float()
+    return wide(((clean[(site, layer)].to(a.dtype) - a.detach()) * a.grad)[0].sum(-1))
 
 
 def attribution(

@@ -11,6 +11,7 @@ from ..grounding import regions_for
 from ..io import write_json, write_table
 from ..models import load
 from ..outdir import claim
+from ..preflight import check_audio, check_device
 from ..report.plots import patch_heatmap, region_curves
 from .engine import patch
 from .spec import region_specs, sweep
@@ -19,6 +20,8 @@ from .spec import region_specs, sweep
 def run_patch_command(args: argparse.Namespace) -> None:
     samples = load_track(args.data, args.track, args.limit, args.seed)
     pool = load_track(args.data, args.track)
+    check_device(args.device)
+    check_audio(samples)
     out = claim(args.out, "patch")
     lalm = load(
         args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, variant=args.variant

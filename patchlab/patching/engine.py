@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..cache import ActivationCache
 from ..corrupt import Pair
 from ..hooks import Edit, PrefixKV, _first, hooked, layer_inputs, run_from_layer, suffix_kwargs
-from ..metrics import METRICS, final_metrics, restoration
+from ..metrics import METRICS, final_metrics, restoration, wide
 from ..models.base import HookedLALM
 from ..record import clean_run, record
 from .spec import DIRECTIONS, PatchSpec
@@ -142,11 +142,11 @@ def _run_chunk(
         if skip:
             start = min(s.layer for s in specs)
             h0 = base[("resid_pre", start)][:, p0:].expand(n, -1, -1).contiguous()
-            return lalm.unembed(run_from_layer(lalm, h0, start, kwargs, prefix)[:, -1]).float()
+            return wide(lalm.unembed(run_from_layer(lalm, h0, start, kwargs, prefix)[:, -1]))
         batch = (pair.corrupt if direction == "denoise" else pair.clean).repeat(n)
         noise = pair.embed_noise if direction == "denoise" else None
         with embed_noise(lalm, noise):
-            return lalm.forward(batch)[:, -1].float()
+            return wide(lalm.forward(batch)[:, -1])
 
 
 def _start(spec: PatchSpec, regions, diverge: int) -> tuple[int, str]:
@@ -181,7 +181,7 @@ def _staircase(
     regions, length = pair.clean.regions[0], pair.clean.length
     if start >= length:  # the patched run is exactly the donor's (all positions from the divergence patched) or the
         run = donor if source == "donor" else base  # base's (only positions before it)
-        return run.final_logits.to(lalm.device).float().expand(len(specs), -1)
+        return wide(run.final_logits.to(lalm.device)).expand(len(specs), -1)
     kwargs = runs.layer_kwargs
     if start > 0:
         which = ("clean" if denoise else "corrupt") if source == "donor" else ("corrupt" if denoise else "clean")
@@ -199,7 +199,7 @@ def _staircase(
                 new = torch.where(mask.unsqueeze(-1), d.to(b.dtype), b)
                 h = new if h is None else torch.cat([h, new])
             h = _first(lalm.layers[layer](h, **kwargs))
-        return lalm.unembed(h[:, -1]).float()
+        return wide(lalm.unembed(h[:, -1]))
 
 
 def _plan(specs: Sequence[PatchSpec], regions, diverge: int, skip: bool, max_batch: int) -> list[tuple]:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..errors import PatchlabError
 from ..hooks import PrefixKV, run_from_layer, suffix_kwargs
-from ..metrics import METRICS, final_metrics
+from ..metrics import METRICS, final_metrics, wide
 from ..models.base import Batch, HookedLALM
 from ..record import CleanRun, clean_run
 from ..regions import REGION_NAMES, Regions
@@ -149,7 +149,7 @@ def knockout_logits(
     n = len(specs)
     if not skip:
         with torch.no_grad(), knocked_out(lalm, specs, regions):
-            return lalm.forward(batch.repeat(n))[:, -1].float()
+            return wide(lalm.forward(batch.repeat(n))[:, -1])
     run = run or clean_run(lalm, batch)
     cache, keys, values, layer_kwargs = run.cache, run.keys, run.values, run.layer_kwargs
     with torch.no_grad(), knocked_out(lalm, specs, regions):
@@ -160,7 +160,7 @@ def knockout_logits(
             prefix = PrefixKV(keys, values, p0)
             kwargs = suffix_kwargs(layer_kwargs, p0, regions.length, lalm.dtype)
         h0 = cache[("resid_pre", start)][:, p0:].expand(n, -1, -1).contiguous()
-        return lalm.unembed(run_from_layer(lalm, h0, start, kwargs, prefix)[:, -1]).float()
+        return wide(lalm.unembed(run_from_layer(lalm, h0, start, kwargs, prefix)[:, -1]))
 
 
 def knockout(
@@ -186,7 +186,7 @@ def knockout(
             group = [s for s in ordered if first[s] == p0]
             chunks += [group[i : i + max_batch] for i in range(0, len(group), max_batch)]
         run = clean_run(lalm, batch) if skip_layers else None
-        clean_logits = lalm.forward(batch)[:, -1].float() if run is None else run.cache.final_logits.to(lalm.device)
+        clean_logits = wide(lalm.forward(batch)[:, -1]) if run is None else run.cache.final_logits.to(lalm.device)
         clean = {k: float(v[0]) for k, v in final_metrics(clean_logits, label_ids, truth, clean_logits).items()}
         for chunk in chunks:
             logits = knockout_logits(lalm, batch, chunk, skip_layers, run)

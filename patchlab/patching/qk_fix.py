@@ -16,6 +16,7 @@ import torch
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from ..metrics import wide
 from ..models.base import HookedLALM
 
 NAME = "patchlab_qk"
@@ -42,7 +43,7 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     scores = (query @ k.transpose(-1, -2)) * scaling
     if attention_mask is not None:
         scores = scores + attention_mask[..., : k.shape[-2]]
-    pattern = scores.float().softmax(-1).to(query.dtype)
+    pattern = wide(scores).softmax(-1).to(query.dtype)
     if _active:
         rec = _active[-1]
         if pattern.requires_grad:
@@ -84,6 +85,7 @@ def pattern_change(
 ) -> torch.Tensor:
     """For each position p: sum over heads and queries of (A' - A) . dMetric/dA, where A' is the causal pattern
     with p's query and key set to their clean values (one batch row: q (H, T, D), k (H_kv, T, D), grad (H, T, T))."""
+    out_dtype = wide(grad).dtype  # computed in float64, returned in the run's precision (at least float32)
     q_clean, k_clean, q, k, grad = (t.double() for t in (q_clean, k_clean, q, k, grad))
     heads, n, _ = q.shape
     k, k_clean = k.repeat_interleave(heads // k.shape[0], 0), k_clean.repeat_interleave(heads // k.shape[0], 0)
@@ -101,7 +103,7 @@ def pattern_change(
     idx = torch.arange(n, device=q.device)
     row_scores[:, idx, idx] = (q_clean * k_clean).sum(-1) * scaling
     row = (row_scores.masked_fill(~causal, float("-inf")).softmax(-1) * grad).sum(-1) - total[..., 0]
-    return (col.sum((0, 1)) + row.sum(0)).float()
+    return (col.sum((0, 1)) + row.sum(0)).to(out_dtype)
 
 
 def qk_terms(clean: AttentionRecord, corrupt: AttentionRecord, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,4 +119,4 @@ def qk_terms(clean: AttentionRecord, corrupt: AttentionRecord, layer: int) -> tu
 def qk_correction(clean: AttentionRecord, corrupt: AttentionRecord, layer: int) -> torch.Tensor:
     """AtP* minus AtP for resid_pre at every position of `layer`: exact pattern term minus the terms it replaces."""
     exact, linear = qk_terms(clean, corrupt, layer)
-    return (exact.double() - linear.double()).float()
+    return (exact.double() - linear.double()).to(wide(linear).dtype)

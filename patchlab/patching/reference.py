@@ -12,6 +12,7 @@ import torch
 
 from ..corrupt import Pair
 from ..errors import PatchlabError
+from ..metrics import wide
 from ..models.base import HookedLALM
 from ..record import record
 
@@ -49,7 +50,7 @@ def per_cell_sweep(
             act[:, p] = src[:, p].to(act.dtype)
             return act
 
-        out[i] = run_with_patch(lalm, inputs, site, la, edit)[0, -1].float().cpu()
+        out[i] = wide(run_with_patch(lalm, inputs, site, la, edit)[0, -1]).cpu()
     return out
 
 
@@ -87,4 +88,4 @@ def knockout_by_hand(lalm: HookedLALM, batch, spec) -> torch.Tensor:
             }
             out = layer(h, **args)
             h = out[0] if isinstance(out, tuple) else out
-        return lalm.unembed(h[:, -1]).float()[0]
+        return wide(lalm.unembed(h[:, -1]))[0]

@@ -17,7 +17,7 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 td.l,th.l{text-align:left}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}.warn{color:#a00}
 code{background:#f5f5f5}.supported{color:#070;font-weight:bold}.refuted{color:#a00;font-weight:bold}
-.inconclusive{color:#777}.note{color:#555;font-size:90%}"""
+.inconclusive{color:#777}.negligible{color:#a60}.note{color:#555;font-size:90%}"""
 _NAN = float("nan")
 
 
@@ -44,20 +44,36 @@ def _verdicts(summary: dict) -> str:
     if not rows:
         return "<p>No hypothesis could be tested with these analyses.</p>"
     head = (
-        "<tr><th class='l'>hypothesis</th><th>verdict</th><th>effect [95% CI]</th><th>p</th>"
-        "<th>p (Holm)</th><th>n clips</th></tr>"
+        "<tr><th class='l'>hypothesis</th><th>verdict</th><th>effect [95% CI]</th><th>smallest effect that matters"
+        "</th><th>p</th><th>p (Holm)</th><th>n clips</th><th>clips for a verdict</th></tr>"
     )
-    body = "".join(
-        f"<tr><td class='l'>{html.escape(r['hypothesis'])}<br><span class='note'>{html.escape(r['test'])}"
-        f"{'; ' + html.escape(r['note']) if r.get('note') else ''}</span></td>"
-        f"<td class='{r['verdict']}'>{r['verdict']}</td><td>{_ci(r['effect'], r['ci_lo'], r['ci_hi'])}</td>"
-        f"<td>{_p(r['p'])}</td><td>{_p(r['p_corrected'])}</td><td>{r['n']}</td></tr>"
-        for r in rows
-    )
-    return (
-        f"<table>{head}{body}</table><p class='note'>Effects point in the hypothesis' direction (&gt; 0 supports it). "
-        "Supported: Holm-corrected p ≤ 0.05 over all tests of this run and the CI excludes 0; refuted: the CI lies "
-        "below 0; inconclusive otherwise, and always with fewer than 8 clips.</p>"
+
+    def row(r: dict) -> str:
+        needed = r.get("n_needed")
+        needed = f"{needed:.0f}" if isinstance(needed, (int, float)) and needed == needed else ""
+        return (
+            f"<tr><td class='l'>{html.escape(r['hypothesis'])}<br><span class='note'>{html.escape(r['test'])}"
+            f"{'; ' + html.escape(r['note']) if r.get('note') else ''}</span></td>"
+            f"<td class='{r['verdict']}'>{r['verdict']}</td><td>{_ci(r['effect'], r['ci_lo'], r['ci_hi'])}</td>"
+            f"<td>{r.get('min_effect', 0):.3g}</td><td>{_p(r['p'])}</td><td>{_p(r['p_corrected'])}</td>"
+            f"<td>{r['n']}</td><td>{needed}</td></tr>"
+        )
+
+    findings = [r for r in rows if r.get("kind", "finding") == "finding"]
+    sanity = [r for r in rows if r.get("kind", "finding") != "finding"]
+    out = f"<table>{head}{''.join(row(r) for r in findings)}</table>"
+    if sanity:
+        out += (
+            "<h3>Sanity checks (true by construction on this model, not findings)</h3>"
+            f"<table>{head}{''.join(row(r) for r in sanity)}</table>"
+        )
+    return out + (
+        "<p class='note'>Convention: an effect points in the hypothesis' direction (&gt; 0 supports it) and its "
+        "interval is two-sided at 95%; p is one-sided, in the hypothesis' direction. Supported: Holm-corrected p ≤ "
+        "0.05 over the findings of this run and the CI clears the smallest effect that matters; refuted: the CI lies "
+        "below 0; negligible: the CI lies within ± the smallest effect that matters; inconclusive otherwise, and "
+        "always with fewer than 8 clips. Clips for a verdict: for an inconclusive finding, the clips at which the "
+        "observed effect would give a decisive verdict with 80% power (normal approximation from the CI).</p>"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -11,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from ..io import write_atomic  # noqa: E402
 
 # One palette and one band convention across every plot: regions keep their colours, and every band is the 95%
 # percentile bootstrap CI of the mean over clips.
@@ -28,11 +31,11 @@ def _band(values: pd.Series, n_boot: int = 500) -> tuple[float, float]:
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    return Path(path)
+    return write_atomic(path, buf.getvalue())
 
 
 def lens_heatmap(

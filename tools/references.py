@@ -1,0 +1,41 @@
+"""Regenerate the CI references: each experiment config at its CI size (`small`, float64) on ../shared/sakura,
+its summary written to experiments/reference/<config>.json with the library versions that computed it.
+
+    python tools/references.py                 # every config
+    python tools/references.py gender_grounding cross_model
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from patchlab.experiment import load_config
+from patchlab.io import write_json
+from patchlab.provenance import versions
+from patchlab.runner import run
+
+ROOT = Path(__file__).resolve().parents[1]
+SAKURA = ROOT.parent / "shared" / "sakura"
+
+
+def regenerate(name: str) -> Path:
+    """Run one config at CI size and store its summary (plus versions) as the reference."""
+    exp = load_config(ROOT / "experiments" / f"{name}.yaml")
+    exp.data = str(SAKURA)
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = run(exp, Path(tmp) / "run", small=True, progress=False)
+    summary["data"] = "../shared/sakura"  # the folder beside the checkout, not this machine's path
+    target = ROOT / "experiments" / "reference" / f"{name}.json"
+    write_json(target, {**summary, "versions": versions()})
+    return target
+
+
+def main(names: list[str]) -> None:
+    for name in names or sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml")):
+        print(f"{name}: {regenerate(name)}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
