@@ -10,7 +10,7 @@ import pandas as pd
 
 from .answer import option_choice
 from .corrupt import make_pair
-from .data import build_prompt, draw_key, label_set, load_audio, load_track, verbalize
+from .data import build_prompt, draw_key, label_set, load_clip, load_track, verbalize
 from .enrich import enrichment_rows, grid, search, search_split
 from .errors import PatchlabError
 from .experiment import Experiment
@@ -119,7 +119,7 @@ def usable(lalm: HookedLALM, exp: Experiment, samples, pool, labels) -> tuple[li
     needs_pair = bool({"patch", "ground", "cue"} & set(exp.analyses))
     for s in samples:
         try:
-            waves[s.id] = load_audio(s.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
+            waves[s.id] = load_clip(lalm, s.path)
         except PatchlabError as e:
             skipped.append(_skip_row(s.track, s.id, _shown(s), e, "all"))
             continue

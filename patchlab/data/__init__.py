@@ -1,6 +1,6 @@
 """Data: SAKURA-format loader, audio I/O, prompt formats and label sets."""
 
-from .audio import fit_length, load_audio
+from .audio import fit_length, load_audio, load_clip
 from .prompts import FORMATS, LabelSet, build_prompt, label_set, verbalize
 from .sakura import Sample, draw_key, fingerprint, labels_of, load_track, parse_options, track_labels, tracks
 from .synth import tone, tone_gender_track
@@ -16,6 +16,7 @@ __all__ = [
     "label_set",
     "labels_of",
     "load_audio",
+    "load_clip",
     "load_track",
     "parse_options",
     "tone",
