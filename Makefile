@@ -28,7 +28,7 @@ refresh:
 	touch $(BIN)/.installed
 	$(MAKE) references
 
-.PHONY: demo test lint sysdeps refresh references cpu-matrix
+.PHONY: demo test lint sysdeps refresh references cpu-matrix results
 # Installs the Debian packages where it can (root with apt-get); otherwise names the one command to run.
 sysdeps:
 	@{ command -v espeak-ng && command -v text2wave && ls /usr/share/festival/voices/*/hy_fi_mv_diphone; } >/dev/null 2>&1 || { \
@@ -55,8 +55,14 @@ references: $(BIN)/.installed
 cpu-matrix: $(BIN)/.installed
 	$(BIN)/python tools/cpu_matrix.py
 
+# docs/results.md (and its plots) rendered from the kept full-size runs' tables (experiments/results/); a test checks it.
+results: $(BIN)/.installed
+	$(BIN)/python tools/results.py
+
+# Two workers (CI has 2 cores); waiting OpenMP threads sleep instead of spinning, so two torch processes do not
+# starve each other (spinning made two concurrent runs here 3-4x slower; the numbers do not depend on it).
 test: $(BIN)/.installed sysdeps
-	$(BIN)/python -m pytest -rs
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -rs -n 2
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check patchlab tests && $(BIN)/ruff format --check patchlab tests

@@ -19,7 +19,8 @@ from .hooks import hooked
 from .models.base import Batch, HookedLALM, Prompt
 from .patching import PatchSpec, patch, region_specs
 from .patching.reference import per_cell_sweep
-from .record import RECORD_SITES, record
+from .record import record
+from .vocabulary import RECORD_SITES
 
 PROMPT = Prompt("What is the speaker's gender?")
 

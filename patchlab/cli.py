@@ -129,11 +129,12 @@ def cmd_make_tiny(args: argparse.Namespace) -> None:
 def cmd_lens(args: argparse.Namespace) -> None:
     from .data import load_track, track_labels
     from .io import write_json, write_table
-    from .journal import Journal, identity
+    from .journal import Journal
     from .lens import lens
     from .models import load
     from .outdir import claim
     from .preflight import check_audio, check_device
+    from .provenance import command_identity
     from .report.plots import lens_heatmap
 
     samples = load_track(args.data, args.track, args.limit, args.seed)
@@ -141,7 +142,7 @@ def cmd_lens(args: argparse.Namespace) -> None:
     check_audio(samples)  # every clip before the model loads: no bad clip is found half-way
     out = claim(args.out, "lens")
     settings = ("track", "prompt", "label_space", "limit", "seed", "dtype", "last_text", "audio_bins", "variant")
-    ident = identity({k: getattr(args, k) for k in settings}, args.data, [args.track], args.model)
+    ident = command_identity({k: getattr(args, k) for k in settings}, args.data, [args.track], args.model)
     journal = Journal(out, ident)
     if journal.done:
         print(f"resuming: {len(journal.done)} of {len(samples)} clips done in {out}")
@@ -214,14 +215,16 @@ def cmd_mini(args: argparse.Namespace) -> None:
     elif args.mini_cmd == "eval":
         from .answer import accuracy_table, confusion, single_hop_accuracy
         from .data import tracks
-        from .journal import Journal, identity
+        from .journal import Journal
         from .models import load
+        from .provenance import command_identity
 
         names = args.track or tracks(args.data)
         journal = None
         if args.out:
             out = claim(args.out, "mini eval")
-            ident = identity({"tracks": names, "limit": args.limit, "seed": args.seed}, args.data, names, args.model)
+            settings = {"tracks": names, "limit": args.limit, "seed": args.seed}
+            ident = command_identity(settings, args.data, names, args.model)
             journal = Journal(out, ident)
             if journal.done:
                 print(f"resuming: {len(journal.done)} clips done in {out}")
@@ -266,14 +269,22 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_replicate(args: argparse.Namespace) -> None:
     """Run a config on K disjoint parts of the data and say, per hypothesis, whether its verdict replicates."""
     from .experiment import load_config
-    from .replicate import replicate
+    from .replicate import replicate, replicate_run
 
-    exp = load_config(args.config)
-    if args.data:
-        exp.data = args.data
-    if args.limit:
-        exp.limit = args.limit
-    lines = replicate(exp, args.out, parts=args.parts, small=args.small, resume=args.resume)
+    if Path(args.config).is_dir():  # a finished run: its clips dealt into parts, no model
+        if args.limit or args.small or args.resume or args.data:
+            raise PatchlabError(
+                "--limit, --small, --resume and --data apply to a config, not to a finished run",
+                f"drop them, or pass the config: patchlab replicate CONFIG --out {args.out}",
+            )
+        lines = replicate_run(args.config, args.out, parts=args.parts)
+    else:
+        exp = load_config(args.config)
+        if args.data:
+            exp.data = args.data
+        if args.limit:
+            exp.limit = args.limit
+        lines = replicate(exp, args.out, parts=args.parts, small=args.small, resume=args.resume)
     for r in lines.itertuples():
         print(f"{r.replication:28s} {r.verdicts:40s} {r.hypothesis[:100]}")
     print(f"report: {Path(args.out) / 'report.html'}; table: {Path(args.out) / 'tables' / 'replication.csv'}")
@@ -376,7 +387,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "replicate", help="a config's hypotheses on K disjoint parts of the data: do verdicts replicate?"
     )
-    p.add_argument("config", help="an experiment YAML file, e.g. experiments/audiolens_findings.yaml")
+    p.add_argument(
+        "config",
+        help="an experiment YAML file (each part a run), or a finished run's folder (its clips dealt into the parts, "
+        "each part's verdicts recomputed from its rows: no model runs)",
+    )
     p.add_argument("--out", required=True, help="output folder (new, empty, or this replication's own to --resume)")
     p.add_argument("--parts", type=at_least_two, default=2, help="disjoint parts of each track (default: %(default)s)")
     p.add_argument(

@@ -19,8 +19,7 @@ from .errors import PatchlabError
 from .hooks import decoder_input_embeds
 from .metrics import wide
 from .models.base import Batch, HookedLALM, Prompt
-
-CORRUPTIONS = ("swap", "noise", "silence", "text")
+from .vocabulary import CORRUPTIONS
 
 
 @dataclass

@@ -17,13 +17,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
-from .corrupt import CORRUPTIONS
 from .data import load_track
-from .data.prompts import FORMATS, LABEL_SPACES
 from .errors import PatchlabError
-from .metrics import METRICS
-from .record import RECORD_SITES as SITES
-from .regions import REGION_NAMES
+from .vocabulary import CORRUPTIONS, FORMATS, LABEL_SPACES, METRICS, REGION_NAMES
+from .vocabulary import RECORD_SITES as SITES
 
 ANALYSES = ("lens", "patch", "ground", "enrich", "cue", "knockout", "findings", "probe")
 DTYPES = ("float32", "float64", "bfloat16", "float16")

@@ -15,8 +15,8 @@ import torch
 
 from .errors import PatchlabError
 from .models.base import HookedLALM
+from .vocabulary import SITES
 
-SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head_out")
 Edit = Callable[[torch.Tensor], torch.Tensor]  # activation (batch, pos, ...) -> new activation
 Read = Callable[[torch.Tensor], None]
 
@@ -215,3 +215,14 @@ def run_from_layer(
     for layer in lalm.layers[start:]:
         h = _first(layer(h, **kwargs))
     return h
+
+
+def additive(mask: torch.Tensor | None, q_len: int, k_len: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """The decoder's attention mask as an additive float mask (1 or batch, 1, q_len, k_len); None means causal."""
+    lo = torch.finfo(dtype).min
+    if mask is None:
+        full = torch.full((q_len, k_len), lo, dtype=dtype, device=device)
+        return torch.triu(full, diagonal=k_len - q_len + 1)[None, None]
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask.to(device), lo)
+    return mask.to(dtype)

@@ -10,25 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import PatchlabError
 from .io import write_json
 from .outdir import record
-from .provenance import code_fingerprint, model_fingerprint
-
-
-def identity(args: dict, data: str | None, tracks: Iterable[str], model: str) -> dict:
-    """What decides a one-shot command's rows: its arguments, each track's data, the weights and the code."""
-    from .data import fingerprint
-
-    return {
-        "args": {k: args[k] for k in sorted(args)},
-        "data_fingerprint": {t: fingerprint(data, t) for t in tracks} if data else {},
-        "model_fingerprint": model_fingerprint(model),
-        "code_fingerprint": code_fingerprint(),
-    }
 
 
 class Journal:

@@ -6,8 +6,6 @@ from collections.abc import Sequence
 
 import torch
 
-METRICS = ("logit_diff", "logprob", "prob", "acc", "kl")
-
 
 def wide(x: torch.Tensor) -> torch.Tensor:
     """`x` in at least float32: half-precision logits are widened for the metrics, float64 stays float64 (a float64

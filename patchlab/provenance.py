@@ -8,11 +8,17 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
+from .data import fingerprint
 from .mini import SMALL_MODELS, small_model
+
+if TYPE_CHECKING:  # a type hint only (the experiment layer sits above this one)
+    from .experiment import Experiment
 
 LIBRARIES = ("torch", "transformers", "numpy", "scipy", "pandas", "tokenizers")  # what moves a number when upgraded
 
@@ -108,3 +114,24 @@ def model_fingerprint(model: str) -> str:
         return f"{model}:" + hashlib.sha256(small_model(model)[0].read_bytes()).hexdigest()[:16]
     path = Path(model).expanduser()
     return folder_fingerprint(path) if path.is_dir() else model
+
+
+def run_identity(exp: Experiment) -> dict:
+    """What decides a run's rows: config (sharding included), each track's data contents, the weights, the code."""
+    return {
+        "digest": exp.digest(),
+        "data_fingerprint": {t: fingerprint(exp.data, t) for t in exp.tracks},
+        "model_fingerprint": "+".join(model_fingerprint(m) for m in (exp.models or [exp.model])),
+        "code_fingerprint": code_fingerprint(),
+    }
+
+
+def command_identity(args: dict, data: str | None, tracks: Iterable[str], model: str) -> dict:
+    """What decides a one-shot command's rows (`patchlab lens`, `patchlab patch`): its arguments, each track's data,
+    the weights and the code."""
+    return {
+        "args": {k: args[k] for k in sorted(args)},
+        "data_fingerprint": {t: fingerprint(data, t) for t in tracks} if data else {},
+        "model_fingerprint": model_fingerprint(model),
+        "code_fingerprint": code_fingerprint(),
+    }

@@ -16,8 +16,8 @@ from .errors import PatchlabError, nonfinite_fix
 from .hooks import check_site, hooked
 from .metrics import wide
 from .models.base import Batch, HookedLALM
+from .vocabulary import RECORD_SITES
 
-RECORD_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 BACKENDS = ("torch", "transformer_lens", "nnsight")
 
 

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import PatchlabError
-
-REGION_NAMES = ("audio", "transcript", "text", "special", "final", "all")
+from .vocabulary import REGION_NAMES
 
 
 @dataclass(frozen=True)

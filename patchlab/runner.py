@@ -29,7 +29,7 @@ from .io import read_table, write_json
 from .mini import SMALL_MODELS
 from .outdir import claim, clear_own, record
 from .preflight import check_audio, check_device, check_layers
-from .provenance import code_fingerprint, code_version, model_fingerprint, version_changes, versions
+from .provenance import code_version, run_identity, version_changes, versions
 
 RUN_ENTRIES = {"run.json", "shards", "tables", "plots", "summary.json", "report.html", "models"}  # what a run writes
 _MODELS: dict = {}  # one model replica per process (a Ray worker keeps its own)
@@ -184,22 +184,10 @@ def check_shard(out: Path, shard: Shard, run_id: str) -> None:
         )
 
 
-def identity(exp: Experiment) -> dict:
-    """What decides a run's rows: config (sharding included), each track's data contents, the weights, the code."""
-    from .data import fingerprint
-
-    return {
-        "digest": exp.digest(),
-        "data_fingerprint": {t: fingerprint(exp.data, t) for t in exp.tracks},
-        "model_fingerprint": "+".join(model_fingerprint(m) for m in (exp.models or [exp.model])),
-        "code_fingerprint": code_fingerprint(),
-    }
-
-
 def _start(exp: Experiment, out: Path, resume: bool, small: bool) -> str:
     """Record the run's identity in run.json, or check a resumed run's against it; returns the run id."""
     meta = out / "run.json"
-    ident = identity(exp)
+    ident = run_identity(exp)
     run_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     record = {
         "name": exp.name,
@@ -358,12 +346,21 @@ def _run_models(exp: Experiment, out: Path, resume: bool, executor: str, address
     return compare(exp, out, runs, small)
 
 
+def finished_tables(exp: Experiment, out: Path, shards: list[Shard] | None = None) -> dict[str, pd.DataFrame]:
+    """Every finished shard's tables of run `out` (all its shards, top-ups included, when `shards` is None),
+    concatenated in plan order: what the merge reads (and what patchlab.kept stores)."""
+    if shards is None:
+        shards = plan(exp)
+        shards += topup_shards(exp, out, shards)
+    names = {f.stem for s in shards for f in (out / "shards" / s.name).glob("*.csv")}
+    return {k: t for k in sorted(names) if len(t := _concat(out, shards, k))}
+
+
 def _finish(exp: Experiment, out: Path, shards: list[Shard], small: bool) -> dict:
     """Every shard's tables, concatenated in plan order, merged into tables, plots, summary.json and report.html."""
     from .analyses import merge
 
-    names = {f.stem for s in shards for f in (out / "shards" / s.name).glob("*.csv")}
-    merged = {k: t for k in sorted(names) if len(t := _concat(out, shards, k))}
+    merged = finished_tables(exp, out, shards)
     return merge(exp, merged, out, small=small, random_weights=is_random(exp.model))
 
 

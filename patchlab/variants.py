@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 
 from .errors import PatchlabError
+from .hooks import additive
 from .models.base import HookedLALM
-from .patching.knockout import additive
 
 VARIANTS = ("blocked", "deaf")
 

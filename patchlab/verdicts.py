@@ -35,17 +35,29 @@ def lens_accuracy_ci(per: pd.DataFrame, level: float = 0.95) -> tuple[float, flo
 def critical_layer_ci(
     per: pd.DataFrame, n_labels: int, alpha: float, weight: str, n_boot: int = 500, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI (95%) over clips of the final position's critical layer."""
+    """95% interval over clips of the final position's critical layer: the basic bootstrap (2 x estimate minus the
+    resamples' quantiles), widened to hold the estimate.
+
+    The critical layer of a sample's mean curve is biased toward early layers at small n (chance-level noise above
+    tau adds weight there), and a percentile bootstrap repeats that bias: it covered the population's critical
+    layer 2% / 24% / 83% of the time at n = 8 / 24 / 150 in tests/test_coverage.py's simulation. The basic bootstrap
+    turns the resamples' bias back (81% / 93% / 93% there: docs/statistics.md)."""
     m = per[per.position == "final"].pivot_table(index="sample", columns="layer", values="correct").to_numpy()
+    est = critical_layer(m.mean(0), n_labels, alpha, weight)
     rng = np.random.default_rng(seed)
     boot = np.array(
         [critical_layer(m[p].mean(0), n_labels, alpha, weight) for p in rng.integers(0, len(m), (n_boot, len(m)))]
     )
     boot = boot[np.isfinite(boot)]
-    if not boot.size:
+    if not boot.size or not np.isfinite(est):
         return float("nan"), float("nan")
-    lo, hi = np.quantile(boot, [0.025, 0.975])
-    return float(lo), float(hi)
+    q_lo, q_hi = np.quantile(boot, [0.025, 0.975])
+    top = m.shape[1] - 1  # a critical layer lies between the first layer and the last
+    return float(max(0, min(est, 2 * est - q_hi))), float(min(top, max(est, 2 * est - q_lo)))
+
+
+IDENTITY_TOL = 1e-3  # every clip within this of 1 is the clean run recreated (float32 rounding over a small logit gap
+# moves a float32 run's restoration by up to 3e-4; a real effect does not put every clip this close to 1)
 
 
 def grounding_verdicts(track: str, per_sample: pd.DataFrame, seed: int) -> list[stats.Verdict]:
@@ -56,9 +68,9 @@ def grounding_verdicts(track: str, per_sample: pd.DataFrame, seed: int) -> list[
     restores = stats.paired(f"{track}: clean audio patched in at layer {lo} restores the answer (Δ audio > 0)",
                             first["delta_audio"], seed=seed).matters(m)  # fmt: skip
     d = first["delta_audio"].dropna().to_numpy(float)
-    if d.size and np.allclose(d, 1.0, rtol=0, atol=1e-9):
+    if d.size and np.allclose(d, 1.0, rtol=0, atol=IDENTITY_TOL):
         restores.sanity(f"an identity on this model: the audio patched at layer {lo} recreates the clean run (every "
-                        "clip restores exactly 1)")  # fmt: skip
+                        f"clip restores 1 within {IDENTITY_TOL:g})")  # fmt: skip
     return [
         restores,
         stats.paired(f"{track}: at layer {hi} the final position carries the answer, not the audio "

@@ -29,3 +29,10 @@ def test_a_doc_holds_no_machine_path_and_every_run_has_its_out(doc):
         if "CONFIG" in command or "..." in command:
             continue  # a template, not a command
         assert "--out" in command, f"{doc.name}: `{command}` lacks --out"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[str(d.relative_to(ROOT)) for d in DOCS])
+def test_every_picture_and_page_a_doc_links_exists(doc):
+    for target in re.findall(r"\]\(([^)#\s]+\.(?:png|md))\)", doc.read_text()):
+        if "://" not in target:
+            assert (doc.parent / target).is_file(), f"{doc.name} links {target}, which does not exist"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from pins import moved, outside
 
 from patchlab.errors import PatchlabError
 from patchlab.experiment import from_dict, load_config
@@ -68,7 +69,7 @@ def test_run_writes_tables_plots_and_a_self_contained_report(reference_run):
     assert html.index("<h2>Verdicts</h2>") < html.index("<h2>What they rest on</h2>") < html.index("<h2>Figures</h2>")
     text = re.sub(r"data:image/png;base64,[^']*", "", html)  # base64 images can spell anything
     assert "NaN" not in text and str(Path(summary["data"]).parent) not in text
-    assert _outside(summary) == []
+    assert outside(summary) == []
     verdicts = pd.read_csv(reference_run / "tables" / "verdicts.csv")
     assert {"hypothesis", "verdict", "effect", "ci_lo", "ci_hi", "p", "p_corrected", "n"} <= set(verdicts.columns)
     assert set(verdicts["verdict"]) == {"inconclusive"}  # 6 clips: too few for any verdict
@@ -156,7 +157,6 @@ def test_ray_run_with_a_killed_worker_equals_the_local_run(tiny_config, referenc
         assert len(table) == len(ref) and not table.duplicated().any()
 
 
-REL_TOL = 1e-9  # the floor of every reference's tolerance (its own, measured, is stored in it: tools/tolerances.py)
 _CI_RUNS: dict[str, Path] = {}  # config stem -> its CI-size run folder (reused by the tolerance tests)
 
 
@@ -168,22 +168,6 @@ def _ci_run(config: Path, sakura: Path, tmp: Path) -> tuple[dict, Path]:
         _CI_RUNS[config.stem] = tmp / config.stem
     out = _CI_RUNS[config.stem]
     return json.loads((out / "summary.json").read_text()), out
-
-
-def _moved(reference: dict, summary: dict) -> list[str]:
-    """Every pinned number (tracks, comparison, each verdict's effect, CI, p and n) that moved beyond the reference's
-    tolerance (10x the spread measured across CPU kernels, at least REL_TOL)."""
-    tol = max(REL_TOL, reference.get("tolerance", {}).get("relative", REL_TOL))
-    pinned = {"tracks": reference["tracks"], "comparison": reference.get("comparison", {})}
-    moved = [k for k, a, b in _numbers(pinned, summary) if not _close(a, b, tol)]
-    verdicts = {v["hypothesis"]: v for v in summary["verdicts"]}
-    for v in reference["verdicts"]:  # the product: every verdict, its effect, CI, p and n
-        got = verdicts.get(v["hypothesis"])
-        if got is None or got["verdict"] != v["verdict"] or got["n"] != v["n"]:
-            moved.append(f"verdict {v['hypothesis']!r}")
-            continue
-        moved += [f"{v['hypothesis']!r}.{k}" for k, a, b in _numbers(v, got) if not _close(a, b, tol)]
-    return moved
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
@@ -205,15 +189,15 @@ def test_experiment_config_at_ci_size_matches_its_reference(config, sakura, tmp_
         pytest.skip('patchlab-mini parts not installed (pip install "patchlab[mini]")')
     assert load_config(config).small.get("dtype") == "float64", f"{config.name}: its CI size must run in float64"
     summary, _ = _ci_run(config, sakura, tmp_path_factory.mktemp("ci"))
-    assert _outside(summary) == []  # every printed interval contains its estimate
+    assert outside(summary) == []  # every printed interval contains its estimate
     ref_file = ROOT / "experiments" / "reference" / f"{config.stem}.json"
     reference = json.loads(ref_file.read_text())
-    moved = _moved(reference, summary)
-    if moved:
+    gone = moved(reference, summary)
+    if gone:
         now, then = versions(), reference.get("versions", {})
         differ = {k: f"{then.get(k, '?')} -> {now[k]}" for k in now if then.get(k) != now[k]}
         pytest.fail(
-            f"{config.name}: numbers moved from {ref_file.name}: {moved[:10]}\n"
+            f"{config.name}: numbers moved from {ref_file.name}: {gone[:10]}\n"
             f"versions (reference -> this run): {differ or 'the same'}"
         )
 
@@ -238,14 +222,14 @@ def test_a_deliberate_change_of_the_arithmetic_fails_the_reference(sakura, tmp_p
     def merged(tables, exp, name):
         return merge(exp, tables, tmp_path_factory.mktemp(name), small=True)
 
-    assert _moved(reference, merged(tables, exp, "same")) == []
+    assert moved(reference, merged(tables, exp, "same")) == []
     nudged = {**tables, "patch": tables["patch"].copy()}
     patched = nudged["patch"]
     row = patched.index[(patched["position"] == "audio") & (patched["layer"] == 8)][0]  # one clip, one cell
     patched.loc[row, "logit_diff_restored"] += 1e-4
-    assert _moved(reference, merged(nudged, exp, "nudged"))
+    assert moved(reference, merged(nudged, exp, "nudged"))
     resampled = dataclasses.replace(exp, ground={**exp.ground, "n_boot": exp.options("ground")["n_boot"] + 1})
-    assert _moved(reference, merged(tables, resampled, "resampled"))
+    assert moved(reference, merged(tables, resampled, "resampled"))
 
 
 def test_run_json_records_the_library_versions_and_a_resume_under_others_is_refused(tiny_config, reference_run):
@@ -257,51 +241,6 @@ def test_run_json_records_the_library_versions_and_a_resume_under_others_is_refu
             run(from_dict(tiny_config, "test"), reference_run, resume=True, progress=False)
     finally:
         (reference_run / "run.json").write_text(json.dumps(meta))
-
-
-def _outside(summary: dict) -> list[str]:
-    """Every interval of a summary that excludes its estimate: `x` beside `x_lo`/`x_hi` in any mapping, and each
-    verdict's effect against its CI (both two-sided at the stated level)."""
-    bad = []
-
-    def walk(node, where):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                lo, hi = node.get(f"{k}_lo"), node.get(f"{k}_hi")
-                if isinstance(v, (int, float)) and isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
-                    if all(u == u for u in (v, lo, hi)) and not lo - 1e-12 <= v <= hi + 1e-12:
-                        bad.append(f"{where}{k} = {v} outside [{lo}, {hi}]")
-                walk(v, f"{where}{k}.")
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                walk(v, f"{where}{i}.")
-
-    walk(summary.get("tracks", {}), "tracks.")
-    walk(summary.get("comparison", {}), "comparison.")
-    for v in summary.get("verdicts", []):
-        if all(u is not None and u == u for u in (v["effect"], v["ci_lo"], v["ci_hi"])):
-            if not v["ci_lo"] - 1e-12 <= v["effect"] <= v["ci_hi"] + 1e-12:
-                bad.append(f"verdict {v['hypothesis']!r}: effect {v['effect']} outside [{v['ci_lo']}, {v['ci_hi']}]")
-    return bad
-
-
-def _numbers(ref, got, prefix=""):
-    if isinstance(ref, dict):
-        for k, v in ref.items():
-            yield from _numbers(v, got.get(k) if isinstance(got, dict) else None, f"{prefix}{k}.")
-    elif isinstance(ref, list):
-        for i, v in enumerate(ref):
-            yield from _numbers(v, got[i] if isinstance(got, list) and i < len(got) else None, f"{prefix}{i}.")
-    elif isinstance(ref, (int, float)) and not isinstance(ref, bool):
-        yield prefix.rstrip("."), ref, got
-
-
-def _close(a, b, tol=REL_TOL) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    if a != a:
-        return b != b
-    return abs(a - b) <= tol * max(1.0, abs(a))
 
 
 def test_separate_runs_of_one_config_merge_into_the_uninterrupted_run(tiny_config, reference_run, tmp_path):

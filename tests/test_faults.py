@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import patchlab
-from patchlab import runner
+from patchlab import provenance, runner
 from patchlab.cli import main
 from patchlab.data import load_audio, load_track, tone
 from patchlab.data.synth import HEADER
@@ -206,7 +206,7 @@ def test_a_finished_shard_changed_after_it_was_written_is_not_reused(finished_ru
 
 def test_resume_with_other_code_is_refused(finished_run, monkeypatch):
     cfg, _, out = finished_run
-    monkeypatch.setattr(runner, "code_fingerprint", lambda: "other code")
+    monkeypatch.setattr(provenance, "code_fingerprint", lambda: "other code")
     with pytest.raises(PatchlabError, match="other patchlab code"):
         run(from_dict(cfg, "t"), out, resume=True, progress=False)
 

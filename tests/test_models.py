@@ -10,7 +10,7 @@ import patchlab
 from patchlab.corrupt import decoder_inputs
 from patchlab.data import tone
 from patchlab.hooks import hooked
-from patchlab.record import RECORD_SITES
+from patchlab.vocabulary import RECORD_SITES
 
 
 def _inputs(lalm, seconds):

@@ -13,10 +13,11 @@ from patchlab.corrupt import Pair, make_pair
 from patchlab.data import label_set, load_track, tone
 from patchlab.errors import PatchlabError
 from patchlab.hooks import hooked
-from patchlab.metrics import METRICS, final_metrics
+from patchlab.metrics import final_metrics
 from patchlab.patching import PatchSpec, patch, region_specs, sweep
 from patchlab.patching.reference import per_cell_sweep
 from patchlab.record import record
+from patchlab.vocabulary import METRICS
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 
 from patchlab import record
 from patchlab.data import tone
-from patchlab.record import RECORD_SITES
+from patchlab.vocabulary import RECORD_SITES
 
 
 @pytest.fixture(scope="module")

@@ -68,3 +68,25 @@ def test_replicate_runs_each_part_and_writes_the_agreement_table(tiny_dir, toy_d
     lines = pd.read_csv(out / "tables" / "replication.csv")
     assert len(lines) and set(lines["replication"]) == {"inconclusive in every part"}  # 3 clips a part
     assert (out / "report.html").exists() and "replicat" in capsys.readouterr().out
+
+
+def test_a_finished_run_replicated_from_its_folder_gives_each_part_exactly_its_own_rows(tiny_dir, toy_data, tmp_path):
+    """No model: the run's clips dealt into the parts a config's `part:` would hold, each part's verdicts recomputed
+    from its rows alone; a part's lens rows are exactly the run's rows of its clips. Options that only a config
+    takes are refused, naming them."""
+    from patchlab.runner import run
+
+    config = dict(name="rep", model=str(tiny_dir("qwen2_audio")), data=str(toy_data), analyses=["lens"], shard_size=3)
+    run(from_dict(config, "test"), tmp_path / "run", progress=False)
+    out = tmp_path / "out"
+    assert main(["replicate", str(tmp_path / "run"), "--out", str(out), "--parts", "2"]) == 0
+    whole = pd.read_csv(tmp_path / "run" / "tables" / "lens_per_sample.csv")
+    parts = [pd.read_csv(out / "parts" / f"part-{i}" / "tables" / "lens_per_sample.csv") for i in range(2)]
+    dealt = [{s.id for s in load_track(toy_data, "Gender", part=(i, 2))} for i in range(2)]
+    for part, ids in zip(parts, dealt):
+        assert set(part["sample"]) == ids
+        mine = whole[whole["sample"].isin(ids)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(part, mine)
+    assert (out / "tables" / "replication.csv").exists()
+    assert main(["replicate", str(tmp_path / "run"), "--out", str(tmp_path / "o2"), "--limit", "4"]) == 2
+    assert not (tmp_path / "o2").exists()

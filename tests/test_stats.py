@@ -103,7 +103,7 @@ def test_a_significant_effect_below_the_smallest_that_matters_is_negligible_not_
 
 
 def test_sanity_checks_are_not_in_the_holm_family_and_are_kept_apart():
-    """An identity (every clip restores exactly 1) is a sanity check: its p is not corrected with the findings', and
+    """An identity (every clip restores 1) is a sanity check: its p is not corrected with the findings', and
     adding it does not change the findings' corrected p-values."""
     rng = np.random.default_rng(1)
     findings = [stats.paired(f"f{i}", 0.2 + rng.standard_normal(30)) for i in range(3)]

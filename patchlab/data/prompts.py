@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import PatchlabError
-from ..models.base import HookedLALM, Prompt
+from ..vocabulary import FORMATS, LABEL_SPACES
 from .sakura import Sample
 
-FORMATS = ("direct", "qa", "mc")
-LABEL_SPACES = ("auto", "none", "space")
+if TYPE_CHECKING:  # a type hint only: the data layer runs without the models layer
+    from ..models.base import HookedLALM
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the user turn says after the audio, and what the assistant turn already starts with."""
+
+    instruction: str = ""
+    prefix: str = ""
+
+
 _ATTRIBUTE = {
     "Gender": ("gender", "The speaker's gender is"),
     "Language": ("language", "The language spoken is"),

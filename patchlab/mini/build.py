@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -91,12 +92,18 @@ def write_build(name: str, out: Path | None, weights: Path, fmt: int, force: boo
             "pass a new or empty folder as --out: patchlab replaces only checkpoints it built",
         )
     model, processor = assemble_from(weights)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # per process: parallel test workers may build at once
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     (tmp / "projector.sha256").write_text(digest)
+    if (out / "model.safetensors").exists() and stamp.exists() and stamp.read_text() == digest and not force:
+        shutil.rmtree(tmp)  # another process placed the same build meanwhile
+        return out
     if out.exists():  # an older build of ours (checked above): replaced
-        shutil.rmtree(out)
-    tmp.rename(out)
+        shutil.rmtree(out, ignore_errors=True)
+    try:
+        tmp.rename(out)
+    except OSError:  # placed by another process between the check and the rename
+        shutil.rmtree(tmp)
     return out

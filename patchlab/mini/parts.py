@@ -191,12 +191,19 @@ def whisper_base_config(n_layers: int, d_model: int, n_heads: int):
 
 
 def _write_atomically(out: Path, save) -> None:
-    """Call `save(tmp)` and move tmp into place, so an interrupted conversion leaves no half-written part."""
-    tmp = out.with_suffix(".tmp")
+    """Call `save(tmp)` and move tmp into place, so an interrupted conversion leaves no half-written part; when
+    another process (a parallel test worker) placed the same part first, its copy stays and this one is dropped."""
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     save(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    if (out / "model.safetensors").exists():
+        shutil.rmtree(tmp)
+        return
+    shutil.rmtree(out, ignore_errors=True)  # a part without its weights: left by an older, non-atomic conversion
+    try:
+        tmp.rename(out)
+    except OSError:  # placed by another process between the check and the rename
+        shutil.rmtree(tmp)
 
 
 def _check_loaded(what: str, missing: list[str], unexpected: list[str], allowed: set[str]) -> None:

@@ -1,5 +1,6 @@
-"""Assemble patchlab-mini-qformer (converted parts + a trained connector -> one `from_pretrained` folder), its
-processor, and what training needs from the frozen audio side (tapped frames and Whisper's transcription)."""
+"""Assemble patchlab-mini-qformer (converted parts + a trained connector -> one `from_pretrained` folder, with the
+processor of patchlab.mini.processor), and what training needs from the frozen audio side (tapped frames and
+Whisper's transcription)."""
 
 from __future__ import annotations
 
@@ -9,48 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import PatchlabError
-from .processor import AUDIO_TOKEN, PatchlabMiniProcessor
+from .processor import AUDIO_TOKEN, PatchlabQformerProcessor, distinct_audio
 from .qformer import TappedAudio, valid_frames
 
 CONNECTOR = Path(__file__).with_name("qformer_connector.safetensors")
 NAME = "patchlab-mini-qformer"
 FORMAT = 1  # bumped when the assembled model changes; older cached builds are rebuilt
-
-
-class PatchlabQformerProcessor(PatchlabMiniProcessor):
-    """Whisper log-mel features, SmolLM2's tokenizer, and Whisper's tokenizer (`whisper_tokenizer`, to write the
-    transcription as text): the prompt's one `<|AUDIO|>` becomes one placeholder per query, then the transcription."""
-
-    def __init__(self, feature_extractor, tokenizer, whisper_tokenizer, queries: int = 32) -> None:
-        super().__init__(feature_extractor, tokenizer)
-        self.whisper_tokenizer = whisper_tokenizer
-        self.queries = queries
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> PatchlabQformerProcessor:
-        import json
-
-        from transformers import AutoTokenizer, WhisperFeatureExtractor
-
-        config = json.loads((Path(path) / "config.json").read_text())
-        return cls(
-            WhisperFeatureExtractor.from_pretrained(path),
-            AutoTokenizer.from_pretrained(path, trust_remote_code=False),
-            AutoTokenizer.from_pretrained(Path(path) / "whisper", trust_remote_code=False),
-            config.get("queries", 32),
-        )
-
-    def save_pretrained(self, path: str | Path) -> None:
-        super().save_pretrained(path)
-        self.whisper_tokenizer.save_pretrained(Path(path) / "whisper")
-
-    def expand(self, text: str, transcript: str) -> tuple[str, int]:
-        """The prompt text with placeholders and transcription written in, and the transcription's first character."""
-        if text.count(AUDIO_TOKEN) != 1:
-            raise PatchlabError(f"prompt must hold exactly one {AUDIO_TOKEN}", "build it with the adapter's chat_text")
-        start = text.index(AUDIO_TOKEN) + len(AUDIO_TOKEN) * self.queries
-        return TappedAudio(torch.empty(0), transcript, self.queries).expand(text, AUDIO_TOKEN), start
 
 
 def whisper_tokenizer():
@@ -116,8 +81,6 @@ def encode_tapped(model, processor, samples: list, batch: int = 8) -> dict:
     """Per clip (keyed by path; identical audio computed once): its own frames at the tapped layers (float16, to
     keep thousands of clips in memory), Whisper's transcription and its language-ID distribution."""
     from tqdm.auto import tqdm
-
-    from .train import distinct_audio
 
     rate = processor.feature_extractor.sampling_rate
     keyed, key_of = distinct_audio(samples, rate)

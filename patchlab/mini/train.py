@@ -8,7 +8,6 @@ text in their language as transcription (see `qformer_build.language_texts`).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from collections.abc import Callable
@@ -19,10 +18,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..data import build_prompt, load_audio, load_track, tracks, verbalize
+from ..data import build_prompt, load_track, tracks, verbalize
 from ..data.sakura import Sample
 from ..io import write_json
 from ..models.base import Prompt
+from .processor import distinct_audio
 
 TRAIN_FORMATS = ("mc", "qa", "direct")
 
@@ -49,17 +49,6 @@ class Recipe:
     weights: str  # file name of the trained weights
     save_dtype: torch.dtype = torch.float32
     attribute_weight: float = 0.0  # weight of the training-only attribute loss (`AttributeHeads`); 0: none
-
-
-def distinct_audio(samples: list[Sample], rate: int) -> tuple[dict, dict[str, str]]:
-    """Each distinct clip's audio keyed by a hash of its samples (a clip in two tracks is one clip), and each
-    sample path's key: what the frozen audio side is computed for, once."""
-    keyed, key_of = {}, {}
-    for s in samples:
-        audio = load_audio(s.path, rate=rate, max_seconds=30)
-        key_of[str(s.path)] = hashlib.sha1(audio.tobytes()).hexdigest()
-        keyed.setdefault(key_of[str(s.path)], audio)
-    return keyed, key_of
 
 
 def encode_clips(model, processor, samples: list[Sample], batch: int = 8, desc: str = "encoding audio") -> dict:

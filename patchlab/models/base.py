@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.prompts import Prompt
 from ..errors import PatchlabError
 from ..regions import Regions
 from .features import features_in_float64
@@ -56,14 +57,6 @@ class Batch:
         keys = batches[0].tensors.keys()
         tensors = {k: torch.cat([b.tensors[k] for b in batches]) for k in keys}
         return Batch(tensors, [r for b in batches for r in b.regions], [m for b in batches for m in b.meta])
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """What the user turn says after the audio, and what the assistant turn already starts with."""
-
-    instruction: str = ""
-    prefix: str = ""
 
 
 class Adapter:

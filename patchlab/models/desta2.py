@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import PatchlabError
 from ..regions import Regions
 from .base import Adapter, Prompt
+from .desta2_tiny import write_tiny
 from .remote import remote_code_refused
 from .transcript import fit_transcript, transcript_tokens
 
@@ -206,6 +207,4 @@ class Desta2Adapter(Adapter):
         return {"input_ids": torch.tensor([full]), "input_features": feats}, regions
 
     def tiny(self, tokenizer: Any, out_dir: str, code_dir: str | None = None) -> None:
-        from .desta2_tiny import write_tiny
-
-        write_tiny(tokenizer, Path(out_dir), LLAMA3_TEMPLATE)
+        write_tiny(tokenizer, Path(out_dir), LLAMA3_TEMPLATE, desta_package(), _inside)

@@ -5,6 +5,7 @@ Llama by id, `openai/whisper-tiny/` and `llama/` beside it (resolved against the
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +93,9 @@ def _llama(tokenizer: Any, out: Path, template: str) -> None:
     tokenizer.save_pretrained(out)
 
 
-def write_tiny(tokenizer: Any, out: Path, template: str) -> None:
-    """Write the checkpoint (needs the `desta` package: the connector is the package's own class)."""
-    from .desta2 import _inside, desta_package
-
-    pkg = desta_package()
+def write_tiny(tokenizer: Any, out: Path, template: str, pkg: Any, inside: Callable) -> None:
+    """Write the checkpoint with the `desta` package `pkg` (the connector is the package's own class; `inside(path)`
+    runs the package where it resolves its model ids)."""
     _whisper(out / WHISPER_ID)
     _llama(tokenizer, out / LLAMA_DIR, template)
     config = {
@@ -109,7 +108,7 @@ def write_tiny(tokenizer: Any, out: Path, template: str) -> None:
         "patchlab_note": "tiny random-weight checkpoint made by `patchlab make-tiny`: for plumbing tests only",
     }
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    with _inside(out.resolve()):
+    with inside(out.resolve()):
         cfg = pkg.Desta2Config.from_pretrained(".")
         connector = pkg.QformerConnector(cfg)
     torch.save(connector.state_dict(), out / "qformer_connector.pth")

@@ -32,7 +32,7 @@ class MiniQformerAdapter(MiniAdapter):
         return PatchlabQformerForConditionalGeneration
 
     def load_processor(self, path: str) -> Any:
-        from ..mini.qformer_build import PatchlabQformerProcessor
+        from ..mini.processor import PatchlabQformerProcessor
 
         return PatchlabQformerProcessor.from_pretrained(path)
 
@@ -73,8 +73,8 @@ class MiniQformerAdapter(MiniAdapter):
     def tiny(self, tokenizer: Any, out_dir: str) -> None:
         from transformers import WhisperFeatureExtractor
 
+        from ..mini.processor import PatchlabQformerProcessor
         from ..mini.qformer import PatchlabQformerConfig, PatchlabQformerForConditionalGeneration
-        from ..mini.qformer_build import PatchlabQformerProcessor
 
         whisper = dict(TINY_WHISPER, num_mel_bins=80, vocab_size=72, max_target_positions=16)
         whisper.update(decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64)

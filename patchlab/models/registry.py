@@ -25,6 +25,7 @@ from .qwen2_audio import Qwen2AudioAdapter
 from .qwen3_asr import Qwen3AsrAdapter
 from .qwen3_omni_moe import Qwen3OmniMoeAdapter
 from .qwen_audio import QwenAudioAdapter
+from .tiny import tiny_tokenizer
 from .voxtral import VoxtralAdapter
 
 ADAPTERS: dict[str, Adapter] = {
@@ -205,3 +206,24 @@ def check_weights(model: torch.nn.Module, where: str) -> None:
                 f"{where}: weight {name} holds {int((~torch.isfinite(p)).sum())} NaN/inf values",
                 "the checkpoint is broken (a diverged training run or a bad conversion): use intact weights",
             )
+
+
+def make_tiny(family: str, out_dir: str | Path, seed: int = 0, code_dir: str | Path | None = None) -> Path:
+    """Write a tiny random-weight checkpoint + processor of `family` to `out_dir`, loadable offline (`code_dir`: the
+    real code of families transformers does not ship)."""
+    adapter = adapter_for_family(family)
+    out = Path(out_dir)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer(adapter.special_tokens, adapter.extra_tokenizer_attrs, adapter.tiny_eos)
+    try:
+        if adapter.needs_remote_code:
+            adapter.tiny(tok, str(out), code_dir=code_dir)
+        else:
+            adapter.tiny(tok, str(out))
+    except BaseException:
+        if created and not any(out.iterdir()):  # refused before writing anything: leave no empty folder behind
+            out.rmdir()
+        raise
+    return out

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import importlib
 import io
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -50,7 +51,7 @@ def stage_package(src: Path, files: list[str], stubs: dict[str, str], family: st
     root = cache_dir() / "remote-code"
     pkg = root / name
     if not pkg.is_dir():
-        tmp = root / f"{name}.partial"
+        tmp = root / f"{name}.partial{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)  # our own half-written copy from a killed run
         tmp.mkdir(parents=True)
         for f in files:

@@ -81,28 +81,3 @@ def lalm_code_dir(folder: str, given: str | Path | None = None) -> Path:
         f"no {folder} model code at {roots[0]}",
         f"pass --code DIR (a folder holding the family's real code, e.g. ../shared/lalm-code/{folder})",
     )
-
-
-def make_tiny(family: str, out_dir: str | Path, seed: int = 0, code_dir: str | Path | None = None) -> Path:
-    """Write a tiny random-weight checkpoint + processor of `family` to `out_dir`, loadable offline (`code_dir`: the
-    real code of families transformers does not ship)."""
-    import torch
-
-    from .registry import adapter_for_family
-
-    adapter = adapter_for_family(family)
-    out = Path(out_dir)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    tok = tiny_tokenizer(adapter.special_tokens, adapter.extra_tokenizer_attrs, adapter.tiny_eos)
-    try:
-        if adapter.needs_remote_code:
-            adapter.tiny(tok, str(out), code_dir=code_dir)
-        else:
-            adapter.tiny(tok, str(out))
-    except BaseException:
-        if created and not any(out.iterdir()):  # refused before writing anything: leave no empty folder behind
-            out.rmdir()
-        raise
-    return out

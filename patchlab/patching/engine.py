@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 from ..cache import ActivationCache
 from ..corrupt import Pair
 from ..hooks import Edit, PrefixKV, _first, hooked, layer_inputs, run_from_layer, suffix_kwargs
-from ..metrics import METRICS, final_metrics, restoration, wide
+from ..metrics import final_metrics, restoration, wide
 from ..models.base import HookedLALM
 from ..record import clean_run, record
+from ..vocabulary import METRICS
 from .spec import DIRECTIONS, PatchSpec
 
 

@@ -17,11 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import PatchlabError
-from ..hooks import PrefixKV, run_from_layer, suffix_kwargs
-from ..metrics import METRICS, final_metrics, wide
+from ..hooks import PrefixKV, additive, run_from_layer, suffix_kwargs
+from ..metrics import final_metrics, wide
 from ..models.base import Batch, HookedLALM
 from ..record import CleanRun, clean_run
-from ..regions import REGION_NAMES, Regions
+from ..regions import Regions
+from ..vocabulary import METRICS, REGION_NAMES
 
 
 @dataclass(frozen=True)
@@ -95,17 +96,6 @@ def block_mask(specs: Sequence[KnockoutSpec], regions: Regions) -> torch.Tensor:
         out[row, torch.tensor(q)[:, None], torch.tensor(k)[None, :]] = True
     out &= ~torch.eye(n, dtype=torch.bool)
     return out
-
-
-def additive(mask: torch.Tensor | None, q_len: int, k_len: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """The decoder's attention mask as an additive float mask (1 or batch, 1, q_len, k_len); None means causal."""
-    lo = torch.finfo(dtype).min
-    if mask is None:
-        full = torch.full((q_len, k_len), lo, dtype=dtype, device=device)
-        return torch.triu(full, diagonal=k_len - q_len + 1)[None, None]
-    if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask.to(device), lo)
-    return mask.to(dtype)
 
 
 @contextmanager

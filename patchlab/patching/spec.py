@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from ..errors import PatchlabError
 from ..hooks import check_site
-from ..regions import REGION_NAMES, Regions
+from ..regions import Regions
+from ..vocabulary import REGION_NAMES
 
 DIRECTIONS = ("denoise", "noise")
 

@@ -1,0 +1,283 @@
+"""`make results`: docs/results.md rendered from the kept full-size runs, every number recomputed from their stored
+tables (patchlab.kept) -- nothing typed by hand, so the doc cannot go stale (tests/test_results.py fails when the
+committed doc differs from what the tables give).
+
+    python tools/results.py                       # recompute every kept run: its pins, docs/results.md, its plots
+    python tools/results.py --check               # exit 1 if docs/results.md differs from what the tables give
+    python tools/results.py keep NAME RUN_FOLDER  # store a finished run as experiments/results/NAME/
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from patchlab.io import write_json
+from patchlab.kept import keep, recompute, replicate
+from patchlab.provenance import versions
+
+ROOT = Path(__file__).resolve().parents[1]
+SAKURA = ROOT.parent / "shared" / "sakura"
+KEPT = ROOT / "experiments" / "results"
+DOC = ROOT / "docs" / "results.md"
+# name -> (title, the command that made it, the plots copied into docs/img as <name>_<plot>); a "replicate_" name is
+# the kept run after it, its clips dealt into PARTS parts (patchlab.kept.replicate: no model)
+RUNS = {
+    "cross_model": (
+        "Two real models compared: patchlab-mini vs patchlab-mini-qformer (24 clips per track, same clips)",
+        "patchlab run experiments/cross_model.yaml --out runs/cross_model",
+        ["compare_grounding_Gender", "compare_grounding_Language"],
+    ),
+    "audiolens_findings": (
+        "AudioLens' findings, tested: the whole Gender and Language dev tracks",
+        "patchlab run experiments/audiolens_findings.yaml --out runs/audiolens_findings",
+        ["knockout_Language", "grounding_Gender", "encoder_probe_Language", "answer_curves_Gender_direct"],
+    ),
+    "replicate_audiolens_findings": (
+        "Do the AudioLens verdicts replicate? The same run's clips in two disjoint halves",
+        "patchlab replicate runs/audiolens_findings --out runs/replicate --parts 2",
+        [],
+    ),
+}
+PARTS = 2
+
+
+def recompute_all(into: Path) -> dict[str, tuple[dict, Path]]:
+    """Each kept run's summary recomputed from its stored tables into `into/<name>` (and its replication)."""
+    done = {}
+    for name in RUNS:
+        source = name.removeprefix("replicate_")
+        if not (KEPT / source).is_dir():
+            continue
+        out = into / name
+        if name != source:
+            done[name] = (replicate(KEPT / source, out, PARTS, SAKURA), out)
+        else:
+            done[name] = (recompute(KEPT / name, out, SAKURA), out)
+    return done
+
+
+def f(x, digits: int = 3) -> str:
+    """A number as the doc prints it, fixed-point ('—' when missing)."""
+    if x is None or x != x:
+        return "—"
+    if isinstance(x, int) and not isinstance(x, bool):
+        return str(x)
+    return f"{x:.{digits}f}"
+
+
+def pval(x) -> str:
+    """A p-value: three decimals, or two significant digits below 0.001."""
+    if x is None or x != x:
+        return "—"
+    return f"{x:.1e}" if x < 1e-3 else f"{x:.3f}"
+
+
+def ci(x, lo, hi, digits: int = 3) -> str:
+    return f"{f(x, digits)} [{f(lo, digits)}, {f(hi, digits)}]"
+
+
+def table(head: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    return lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows] + [""]
+
+
+def counts(verdicts: list[dict]) -> str:
+    findings = [v for v in verdicts if v.get("kind") != "sanity"]
+    told = ", ".join(f"{sum(v['verdict'] == k for v in findings)} {k}"
+                     for k in ("supported", "refuted", "negligible", "inconclusive"))  # fmt: skip
+    sanity = len(verdicts) - len(findings)
+    return f"**{told}** (of {len(findings)} findings; {sanity} sanity check(s) reported apart)."
+
+
+def verdict_rows(verdicts: list[dict]) -> list[str]:
+    rows = []
+    for v in sorted(verdicts, key=lambda v: v.get("kind") == "sanity"):
+        note = f" ({v['note']})" if v.get("note") else ""
+        rows.append([v["track"], v["hypothesis"], v.get("kind", "finding"), f"**{v['verdict']}**{note}",
+                     ci(v["effect"], v["ci_lo"], v["ci_hi"]), f(v.get("min_effect")), pval(v["p_corrected"]),
+                     v["n"], f(v.get("n_needed"), 0)])  # fmt: skip
+    head = ["track", "hypothesis", "kind", "verdict", "effect [95% CI]", "smallest effect", "p (Holm)", "n",
+            "n for a verdict"]  # fmt: skip
+    return table(head, rows)
+
+
+def lens_rows(summary: dict) -> list[str]:
+    rows = []
+    for track, t in summary["tracks"].items():
+        for fmt, s in t.get("lens", {}).items():
+            wins = s["one_label_wins_layers"]
+            rows.append([track, fmt, s["n_samples"], f(s["answer_accuracy"]),
+                         ci(s["accuracy_last_layer"], s["accuracy_lo"], s["accuracy_hi"]),
+                         f(s["balanced_accuracy_last_layer"]), f(s["rank_score_last_layer"]),
+                         ci(s["critical_layer"], s["critical_layer_lo"], s["critical_layer_hi"], 1),
+                         s["clips_never_above_chance"],
+                         f"{len(wins)} ({wins[0]}–{wins[-1]})" if wins else "none"])  # fmt: skip
+    head = [
+        "track",
+        "format",
+        "clips",
+        "answer acc.",
+        "lens acc. (last layer) [95% CI]",
+        "balanced acc.",
+        "rank score",
+        "critical layer [95% CI]",
+        "clips never above chance",
+        "layers where one label wins",
+    ]
+    return table(head, rows)
+
+
+def grounding_rows(summary: dict) -> list[str]:
+    rows = []
+    for track, t in summary["tracks"].items():
+        g = t.get("grounding")
+        if g:
+            rows.append([track, g["n_samples"], ci(g["delta_audio"], g["delta_audio_lo"], g["delta_audio_hi"]),
+                         ci(g["delta_text"], g["delta_text_lo"], g["delta_text_hi"]),
+                         ci(g["delta_final"], g["delta_final_lo"], g["delta_final_hi"]),
+                         ci(g["share"], g["share_lo"], g["share_hi"]),
+                         ci(g["handover_layer"], g["handover_lo"], g["handover_hi"], 0), g["dropped"]])  # fmt: skip
+    head = ["track", "clips", "Δ audio [95% CI]", "Δ text [95% CI]", "Δ final [95% CI]", "S [95% CI]",
+            "handover layer [95% CI]", "clips dropped"]  # fmt: skip
+    return table(head, rows) if rows else []
+
+
+def knockout_rows(summary: dict) -> list[str]:
+    rows = [[track, k["knockout"], k["start"], ci(k["logit_diff_change"], k["lo"], k["hi"], 2),
+             f(k["acc_change"], 2), k["n"]]
+            for track, t in summary["tracks"].items() for k in t.get("knockout", [])]  # fmt: skip
+    head = ["track", "knockout", "from layer", "Δ logit difference [95% CI]", "Δ accuracy", "n"]
+    return table(head, rows) if rows else []
+
+
+def other_rows(summary: dict) -> list[str]:
+    lines = []
+    for track, t in summary["tracks"].items():
+        e, p = t.get("enrichment"), t.get("encoder_probe")
+        if e:
+            lines.append(f"- {track} enrichment: {e['early']} → {e['deep']} (c = {e['c']}) chosen on "
+                         f"{e['search_samples']} clips; held-out accuracy {f(e['heldout_accuracy_base'])} → "
+                         f"{f(e['heldout_accuracy_enriched'])} on {e['heldout_samples']} clips.")  # fmt: skip
+        if p and p.get("best") is not None:
+            acc = p["balanced_accuracy"]
+            lines.append(f"- {track} encoder probe: balanced accuracy {f(max(a for a in acc if a is not None))} at "
+                         f"encoder layer {p['best']} (chance {f(p['chance'])}; saturation layer "
+                         f"{p['saturation_layer']} of 0–{len(acc) - 1}; {p['folds']}-fold).")  # fmt: skip
+    return lines + [""] if lines else []
+
+
+def comparison_rows(summary: dict) -> list[str]:
+    rows = []
+    for key, t in summary["tracks"].items():
+        track, model = key.split(" · ")
+        lens = next(iter(t.get("lens", {}).values()), {})
+        g = t.get("grounding", {})
+        per = summary["comparison"][track]["per_model"].get(model, {})
+        acc = ci(lens.get("accuracy_last_layer"), lens.get("accuracy_lo"), lens.get("accuracy_hi"), 2)
+        rows.append([track, model, acc,
+                     ci(lens.get("critical_layer"), lens.get("critical_layer_lo"), lens.get("critical_layer_hi"), 1),
+                     f(per.get("delta_audio_first"), 2), f(per.get("delta_transcript_first"), 2),
+                     ci(g.get("share"), g.get("share_lo"), g.get("share_hi"), 2)])  # fmt: skip
+    head = ["track", "model", "lens acc. (final, last layer) [95% CI]", "critical layer [95% CI]",
+            "Δ audio at the first layer", "Δ transcript at the first layer", "S [95% CI]"]  # fmt: skip
+    lines = table(head, rows)
+    for track, comp in summary["comparison"].items():
+        layers = comp.get("layers", [])
+        if not layers:
+            continue
+        cols = [c for c in layers[0] if c.startswith("delta_") and "[" in c]
+        lines += [f"{track}, per layer (means over the clips; the last columns: Δ audio of the second model minus the "
+                  "first's, paired by clip, with Holm-corrected p):", ""]  # fmt: skip
+        lines += table(["layer", *cols, "Δ audio b − a [95% CI]", "p (Holm)"],
+                       [[r["layer"], *(f(r[c], 2) for c in cols), ci(r["delta_audio_b_minus_a"], r["lo"], r["hi"], 2),
+                         pval(r["p_holm"])] for r in layers])  # fmt: skip
+    return lines
+
+
+def replication_rows(summary: dict) -> list[str]:
+    lines = summary["replication"]
+    status = {}
+    for r in lines:
+        status[r["replication"]] = status.get(r["replication"], 0) + 1
+    said = ", ".join(f"{n} {k}" for k, n in sorted(status.items()))
+    rows = [[r["hypothesis"], r["kind"], f"**{r['replication']}**", r["verdicts"], r["effects"], r["n"]] for r in lines]
+    return [f"{len(lines)} hypotheses over {summary['parts']} parts: {said}.", ""] + table(
+        ["hypothesis (as in part 1)", "kind", "replication", "verdicts", "effects [95% CI]", "n"], rows
+    )
+
+
+INTRO = """\
+# Results on patchlab-mini and the SAKURA dev split
+
+Rendered by `make results` (tools/results.py) from the tables of the runs kept under `experiments/results/`: every
+number below is recomputed from those tables (`patchlab.kept.recompute`), and `tests/test_results.py` fails when this
+page differs from what they give. patchlab-mini and patchlab-mini-qformer are small models trained here on synthetic
+speech and human letter/word recordings (their accuracies: `patchlab/mini/MODEL_CARD.md`,
+`patchlab/mini/MODEL_CARD_QFORMER.md`): these numbers show what patchlab measures on a real (if weak) model, not what
+a 7B LALM does.
+
+How to read a verdict: every test is one-sided in the hypothesis' direction, p is Holm-corrected over the run's
+findings, the interval is a two-sided 95% interval of the effect; `supported` needs corrected p <= 0.05 and an
+interval that clears the hypothesis' smallest effect that matters, `negligible` an interval inside it, `refuted` an
+interval wholly on the other side; fewer than 8 clips is always `inconclusive`, and an inconclusive finding says how
+many clips would decide it at the observed effect. Checks that hold by construction on the model (a patch that
+recreates the clean run) are sanity checks, listed apart. (docs/statistics.md: the tests, the smallest effects, the
+measured coverage of each interval.)
+"""
+
+
+def render(done: dict[str, tuple[dict, Path]]) -> str:
+    """docs/results.md from the recomputed summaries."""
+    lines = [INTRO]
+    for name, (summary, _) in done.items():
+        title, command, plots = RUNS[name]
+        lines += [f"## {title}", "", "```bash", command, "```", ""]
+        if "replication" in summary:
+            lines += replication_rows(summary)
+            continue
+        lines += [counts(summary["verdicts"]), ""] + verdict_rows(summary["verdicts"])
+        if "comparison" in summary:
+            lines += comparison_rows(summary)
+        else:
+            lines += ["Lens per track and prompt format:", ""] + lens_rows(summary)
+            lines += ["Grounding (normalized restorations over the patched layers, 1 = clean):", ""]
+            lines += grounding_rows(summary)
+            lines += ["Attention knockout (blocked from the layer to the top; change of the answer's logit "
+                      "difference and accuracy):", ""] + knockout_rows(summary)  # fmt: skip
+            lines += other_rows(summary)
+        lines += [f"![{p}](img/{name}_{p}.png)" for p in plots] + ([""] if plots else [])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def pin(name: str, summary: dict) -> Path:
+    """Write a kept run's recomputed summary, with the library versions that computed it, as its pins."""
+    summary = {**summary, "data": "../shared/sakura"}  # the folder beside the checkout, not this machine's path
+    return write_json(KEPT / f"{name}.json", {**summary, "versions": versions()})
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["keep"]:
+        name, run = argv[1], Path(argv[2])
+        print(f"{name}: {len(keep(run, KEPT / name))} files kept in {(KEPT / name).relative_to(ROOT)}")
+        argv = []
+    with tempfile.TemporaryDirectory() as tmp:
+        done = recompute_all(Path(tmp))
+        text = render(done)
+        if "--check" in argv:
+            same = DOC.read_text() == text
+            print("docs/results.md is what the kept tables give" if same else "docs/results.md differs: make results")
+            return 0 if same else 1
+        for name, (summary, out) in done.items():
+            pin(name, summary)
+            for plot in RUNS[name][2]:
+                shutil.copyfile(out / "plots" / f"{plot}.png", ROOT / "docs" / "img" / f"{name}_{plot}.png")
+        DOC.write_text(text)
+    print(f"pinned {', '.join(done)}; wrote {DOC.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
