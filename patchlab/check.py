@@ -18,7 +18,8 @@ from .data import tone
 from .hooks import hooked
 from .models.base import Batch, HookedLALM, Prompt
 from .patching import PatchSpec, patch, region_specs
-from .patching.reference import per_cell_sweep
+from .patching.knockout import KnockoutSpec, knockout_logits
+from .patching.reference import knockout_by_hand, per_cell_sweep
 from .record import record
 from .vocabulary import RECORD_SITES
 
@@ -203,6 +204,25 @@ def check_sweep(lalm: HookedLALM, pair: Pair, labels, tol: float) -> Check:
     )
 
 
+def check_heads(lalm: HookedLALM, batch: Batch, tol: float) -> Check:
+    """Single-head knockouts (final -> audio, batched and resumed at their layer) against a full forward with that
+    head's attention mask written out by hand; and every head blocked one by one = the whole layer blocked."""
+    layers = sorted({0, lalm.n_layers - 1})
+    specs = [KnockoutSpec(la, la + 1, "final", "audio", (h,)) for la in layers for h in sorted({0, lalm.n_heads - 1})]
+    hand = torch.stack([knockout_by_hand(lalm, batch, s) for s in specs])
+    diff = _max_diff(knockout_logits(lalm, batch, specs), hand)
+    every = [KnockoutSpec(0, None, "final", "audio", tuple(range(lalm.n_heads))), KnockoutSpec(0, None)]
+    both = knockout_logits(lalm, batch, every)
+    whole = _max_diff(both[0], both[1])
+    return Check(
+        "head knockout = the hand-edited mask",
+        max(diff, whole) <= tol,
+        f"max |Δ logit| {diff:.2e} over {len(specs)} heads; all heads vs the layer {whole:.2e}",
+        f"<= {tol:g}",
+        "the attention must take a per-head additive mask (batch, heads, query, key) in sdpa or eager",
+    )
+
+
 def check_finite(lalm: HookedLALM, batch: Batch) -> Check:
     from .errors import PatchlabError
 
@@ -230,6 +250,7 @@ def run_checks(lalm: HookedLALM, progress: Callable[[str], None] | None = None) 
         ("restores", lambda: check_restores(lalm, swap(), labels, tol)),
         ("text@0", lambda: check_text_layer0(lalm, _pair(lalm, clean, "noise"), labels, tol)),
         ("sweep", lambda: check_sweep(lalm, swap(), labels, tol)),
+        ("heads", lambda: check_heads(lalm, clean, tol)),
         ("finite", lambda: check_finite(lalm, clean)),
     ]
     out = []

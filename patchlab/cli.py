@@ -127,57 +127,26 @@ def cmd_make_tiny(args: argparse.Namespace) -> None:
 
 
 def cmd_lens(args: argparse.Namespace) -> None:
-    from .data import load_track, track_labels
-    from .io import write_json, write_table
-    from .journal import Journal
-    from .lens import lens
-    from .models import load
-    from .outdir import claim
-    from .preflight import check_audio, check_device
-    from .provenance import command_identity
-    from .report.plots import lens_heatmap
+    """The logit lens on one track: the `lens` analysis of `patchlab run` as an in-memory experiment, into a run
+    folder of its own (tables, plots, summary.json and report.html as a run writes them; rerun to resume)."""
+    from .experiment import from_dict
+    from .runner import run
 
-    samples = load_track(args.data, args.track, args.limit, args.seed)
-    check_device(args.device)
-    check_audio(samples)  # every clip before the model loads: no bad clip is found half-way
-    out = claim(args.out, "lens")
-    settings = ("track", "prompt", "label_space", "limit", "seed", "dtype", "last_text", "audio_bins", "variant")
-    ident = command_identity({k: getattr(args, k) for k in settings}, args.data, [args.track], args.model)
-    journal = Journal(out, ident)
-    if journal.done:
-        print(f"resuming: {len(journal.done)} of {len(samples)} clips done in {out}")
-    lalm = load(
-        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, variant=args.variant
-    )
-    res = lens(
-        lalm,
-        samples,
-        args.prompt,
-        labels=track_labels(args.data, args.track),
-        last_text=args.last_text,
-        audio_bins=args.audio_bins,
-        alpha=args.alpha,
-        weight=args.weight,
-        journal=journal,
-        label_space=args.label_space,
-    )
-    write_table(out / "information_scores.csv", res.scores)
-    write_table(out / "per_sample.csv", res.per_sample)
-    write_table(out / "per_clip.csv", res.clips)
-    summary = {**res.summary(), "track": args.track, "data": str(args.data)}
-    write_json(out / "summary.json", summary)
-    tag = " (RANDOM WEIGHTS)" if lalm.is_random else ""
-    lens_heatmap(
-        res.matrix(),
-        res.critical_layers,
-        out / "lens_heatmap.png",
-        f"{args.track} / {args.prompt}: information score{tag}",
-    )
-    crit = summary["critical_layer"]
+    options = {k: getattr(args, k) for k in ("last_text", "audio_bins", "alpha", "weight")}
+    config = dict(name=f"lens {args.track}", model=args.model, data=str(args.data), tracks=[args.track],
+                  analyses=["lens"], formats=[args.prompt], prompt=args.prompt, limit=args.limit, seed=args.seed,
+                  device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                  variant=args.variant, label_space=args.label_space, lens=options)  # fmt: skip
+    out = Path(args.out).expanduser()
+    summary = run(from_dict(config, "patchlab lens"), out, resume=(out / "run.json").is_file(), command="lens")
+    s = summary["tracks"][args.track]["lens"][args.prompt]
+    crit = s["critical_layer"]
+    tag = " (RANDOM WEIGHTS)" if summary["random_weights"] else ""
     print(
-        f"accuracy {res.accuracy:.3f} (balanced {summary['balanced_accuracy']:.3f})  critical layer (final position) "
+        f"accuracy {s['accuracy_last_layer']:.3f} [{s['accuracy_lo']:.3f}, {s['accuracy_hi']:.3f}] (balanced "
+        f"{s['balanced_accuracy_last_layer']:.3f})  critical layer (final position) "
         f"{'none above chance' if crit != crit else f'{crit:.2f}'}  clips never above chance "
-        f"{summary['clips_never_above_chance']} of {summary['n_samples']}  -> {out}"
+        f"{s['clips_never_above_chance']} of {s['n_samples']}{tag}  -> {out}"
     )
 
 
@@ -241,9 +210,118 @@ def cmd_mini(args: argparse.Namespace) -> None:
 
 
 def cmd_patch(args: argparse.Namespace) -> None:
-    from .patching.cli import run_patch_command
+    """Activation patching on one track: region curves, a (layer, position) sweep, or AtP (`--method atp`)."""
+    from .corrupt import make_pair
+    from .data import label_set, load_track, track_labels
+    from .grounding import regions_for
+    from .io import write_json, write_table
+    from .models import load
+    from .outdir import claim
+    from .patching import patch, region_specs, sweep
+    from .preflight import check_audio, check_device
+    from .report.plots import patch_heatmap, region_curves
 
-    run_patch_command(args)
+    samples = load_track(args.data, args.track, args.limit, args.seed)
+    pool = load_track(args.data, args.track)
+    check_device(args.device)
+    check_audio(samples)
+    out = claim(args.out, "patch")
+    lalm = load(
+        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, variant=args.variant
+    )
+    labels = label_set(lalm, track_labels(args.data, args.track), args.prompt, args.label_space)
+    pairs = [make_pair(lalm, s, args.corruption, args.prompt, labels.index(s.label), pool, args.seed) for s in samples]
+    if args.method == "atp":
+        return _atp(lalm, args, pairs, labels)
+    if args.positions == "sweep":
+        specs_for = lambda p: sweep(lalm.n_layers, p.clean.length, args.site, args.direction)  # noqa: E731
+    else:
+        names = (*regions_for(pairs), "all")
+        specs_for = lambda p: region_specs(lalm.n_layers, names, site=args.site, direction=args.direction)  # noqa: E731
+    res = patch(lalm, pairs, label_ids=labels.token_ids, max_batch=args.max_batch, spec_fn=specs_for)
+    write_table(out / "patching.csv", res.table)
+    t = res.table
+    summary = {
+        **_about(args, lalm, labels, pairs),
+        "positions": args.positions,
+        "n_rows": len(t),
+        "clean_accuracy": float(t.groupby("sample")["clean_acc"].first().mean()),
+        "corrupt_accuracy": float(t.groupby("sample")["corrupt_acc"].first().mean()),
+    }
+    tag = " (RANDOM WEIGHTS)" if lalm.is_random else ""
+    if args.positions == "sweep":
+        r = pairs[0].clean.regions[0]
+        bounds = {"audio": (r.audio[0], r.audio[-1])} if r.audio else {}
+        one = t[t["sample"] == pairs[0].sample]
+        patch_heatmap(
+            one,
+            "logit_diff_restored",
+            out / "patching_heatmap.png",
+            bounds,
+            f"{args.track}: {args.direction} {args.site}, restored logit diff ({pairs[0].sample}){tag}",
+        )
+    else:
+        summary["restoration_by_region"] = (
+            t.groupby(["position", "layer"])["logit_diff_restored"].mean().unstack(0).round(6).to_dict()
+        )
+        region_curves(
+            t,
+            "logit_diff_restored",
+            out / "patching_regions.png",
+            f"{args.track}: {args.direction} {args.site} by region{tag}",
+        )
+    write_json(out / "summary.json", summary)
+    print(f"{len(t)} patched rows over {len(pairs)} clips -> {out}")
+
+
+def _atp(lalm, args: argparse.Namespace, pairs, labels) -> None:
+    """Attribution patching over every (layer, position); `--verify-top K` re-runs the K largest with real patching."""
+    from .io import write_json, write_table
+    from .patching.attribution import attribution, verify_top
+    from .report.plots import patch_heatmap
+
+    out = Path(args.out)  # claimed by the caller
+    est = attribution(lalm, pairs, labels.token_ids, [args.site])
+    write_table(out / "attribution.csv", est)
+    msg = f"AtP estimates for {len(est)} cells over {len(pairs)} clips"
+    summary = {**_about(args, lalm, labels, pairs), "method": "atp", "n_cells": len(est)}
+    if args.verify_top:
+        top = verify_top(lalm, pairs, est, labels.token_ids, k=args.verify_top)
+        write_table(out / "verified.csv", top)
+        agree = float((top["atp"].gt(0) == top["real"].gt(0)).mean())
+        summary.update(verify_top=args.verify_top, sign_agreement=agree)
+        msg += f"; top {args.verify_top} per clip verified by real patching (sign agreement {agree:.2f})"
+    r = pairs[0].clean.regions[0]
+    bounds = {"audio": (r.audio[0], r.audio[-1])} if r.audio else {}
+    one = est[est["sample"] == pairs[0].sample]
+    tag = " (RANDOM WEIGHTS)" if lalm.is_random else ""
+    patch_heatmap(
+        one,
+        "atp_restored",
+        out / "attribution_heatmap.png",
+        bounds,
+        f"{args.track}: AtP estimate of {args.site} patching ({pairs[0].sample}){tag}",
+    )
+    write_json(out / "summary.json", summary)
+    print(f"{msg} -> {out}")
+
+
+def _about(args: argparse.Namespace, lalm, labels, pairs) -> dict:
+    """What every `patch` summary records: the model, track, prompt, corruption, labels, clips and seeds."""
+    return {
+        "model": args.model,
+        "variant": args.variant,
+        "random_weights": lalm.is_random,
+        "track": args.track,
+        "prompt": args.prompt,
+        "corruption": args.corruption,
+        "site": args.site,
+        "direction": args.direction,
+        "labels": list(labels.labels),
+        "n_samples": len(pairs),
+        "seed": args.seed,
+        "corruptions": {p.sample: p.corruption for p in pairs},
+    }
 
 
 def cmd_run(args: argparse.Namespace) -> None:

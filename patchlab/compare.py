@@ -19,7 +19,6 @@ and decide a mean: the two tests on restorations use signed ranks and the Hodges
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from .experiment import Experiment
 from .grounding import grounding
 from .io import read_table, write_json, write_table
 from .lens import clip_critical_layers
+from .report import build_report, plots
 
 
 def model_slug(model: str, taken: set[str]) -> str:
@@ -53,8 +53,7 @@ def _per_clip(exp: Experiment, lens: pd.DataFrame | None, ground: pd.DataFrame |
     if len(per):
         per = per[per.format == (exp.prompt if exp.prompt in set(per.format) else per.format.iloc[0])]
         n_labels = len({s.label for s in load_track(exp.data, track)})
-        lens = exp.options("lens")
-        clips = clip_critical_layers(per, n_labels, lens["alpha"], lens["weight"])
+        clips = clip_critical_layers(per, n_labels, exp.lens.alpha, exp.lens.weight)
         top = max(1, int(per["layer"].max()))
         out = clips[["sample", "critical_layer"]].assign(critical_depth=clips["critical_layer"] / top)
     if ground is not None:
@@ -78,9 +77,7 @@ def _grounding(exp: Experiment, patching: pd.DataFrame | None, track: str) -> pd
     t = patching[patching.track == track] if patching is not None else None
     if t is None or t.empty:
         return None
-    ground = exp.options("ground")
-    metric, tol = ground["metric"], ground["tol"]
-    return grounding(t, metric, tol, n_boot=10, drop_unchanged=True).per_sample
+    return grounding(t, exp.ground.metric, exp.ground.tol, n_boot=10, drop_unchanged=True).per_sample
 
 
 def _layer_table(exp: Experiment, per: dict[str, pd.DataFrame], names: list[str]) -> pd.DataFrame:
@@ -111,8 +108,6 @@ def _layer_table(exp: Experiment, per: dict[str, pd.DataFrame], names: list[str]
 def compare(exp: Experiment, out: Path, runs: dict[str, Path], small: bool) -> dict:
     """Compare the finished runs `runs` (model's short name -> run folder); writes tables, plots, summary.json and
     report.html into `out`."""
-    from .report import build_report, plots
-
     names = list(runs)
     summaries = {}
     for name, run in runs.items():
@@ -179,5 +174,5 @@ def compare(exp: Experiment, out: Path, runs: dict[str, Path], small: bool) -> d
     summary["verdicts"] = rows
     summary["rests_on"] = summaries[a].get("rests_on", {})
     write_json(out / "summary.json", summary)
-    build_report(replace(exp, model=" vs ".join(names)), summary, figures, out / "report.html")
+    build_report(exp.replace(model=" vs ".join(names)), summary, figures, out / "report.html")
     return summary

@@ -78,7 +78,7 @@ def hooked(
 
     for site, layer in keys:
         block = lalm.layers[layer]
-        attn = block.self_attn
+        attn = lalm.adapter.block_part(block, "attention")
         apply = make(site, layer)
         if site == "resid_pre":
 
@@ -91,7 +91,7 @@ def hooked(
                 block.register_forward_hook(lambda mod, a, out, apply=apply: _replace_first(out, apply(_first(out))))
             )
         elif site in ("attn_out", "mlp_out"):
-            mod = attn if site == "attn_out" else block.mlp
+            mod = attn if site == "attn_out" else lalm.adapter.block_part(block, "mlp")
             handles.append(
                 mod.register_forward_hook(lambda mod, a, out, apply=apply: _replace_first(out, apply(_first(out))))
             )
@@ -106,7 +106,7 @@ def hooked(
         elif site == "resid_mid":
             if (site, layer) not in edits:
                 handles.append(
-                    block.post_attention_layernorm.register_forward_pre_hook(
+                    lalm.adapter.block_part(block, "mlp_norm").register_forward_pre_hook(
                         lambda mod, args, apply=apply: (apply(args[0]), *args[1:])
                     )
                 )

@@ -10,10 +10,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .answer import option_choice
 from .data import LabelSet, Sample, build_prompt, label_set, labels_of, load_clip
 from .errors import PatchlabError, nonfinite_fix
 from .hooks import hooked
-from .journal import Journal
 from .metrics import wide
 from .models.base import Batch, HookedLALM
 
@@ -235,25 +235,19 @@ def lens(
     labels: Sequence[str] | None = None,
     progress: bool = True,
     answers: bool = True,
-    journal: Journal | None = None,
     label_space: str = "auto",
 ) -> LensResult:
-    """Run the logit lens over a dataset: information score I(l, i) = accuracy of argmax over the label set.
+    """Run the logit lens over clips in memory (a notebook's call; `patchlab lens` and `patchlab run` run the `lens`
+    analysis): information score I(l, i) = accuracy of argmax over the label set.
 
     With `answers`, each clip's rows also carry the model's own answer to SAKURA's multiple-choice question
-    (`answer`, `answer_correct`); with a `journal`, each clip's rows are kept as it finishes (a rerun continues).
+    (`answer`, `answer_correct`).
     """
-    from .answer import option_choice
-
     if not samples:
         raise PatchlabError("no samples to run the lens on", "check --data/--track/--limit")
     ls = label_set(lalm, list(labels or labels_of(list(samples))), fmt, label_space)
     rows = []
     for s in tqdm(samples, desc="logit lens", disable=not progress, unit="clip"):
-        key = f"{s.track}/{s.id}"
-        if journal is not None and key in journal.done:
-            rows += journal.done[key]
-            continue
         wave = load_clip(lalm, s.path)
         batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(s, fmt), id=s.id, label=s.label)
         got = sample_lens(lalm, batch, ls, last_text, audio_bins)
@@ -262,8 +256,6 @@ def lens(
             for r in got:
                 r.update(answer=s.options[choice], answer_correct=choice == s.answer)
         rows += got
-        if journal is not None:
-            journal.add(key, got)
     per = pd.DataFrame(rows)
     scores = information_scores(per)
     final = per[(per.position == "final") & (per.layer == lalm.n_layers - 1)]

@@ -13,7 +13,6 @@ saw.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import json
 import re
@@ -95,7 +94,7 @@ def replicate(exp: Experiment, out: str | Path, parts: int = 2, small: bool = Fa
     out = claim(out, "replicate")
     summaries = []
     for i in range(parts):
-        one = dataclasses.replace(exp, part=[i, parts])
+        one = exp.replace(part=[i, parts])
         if progress:
             print(f"{exp.name}: part {i + 1} of {parts} -> {out / 'parts' / f'part-{i}'}")
         summaries.append(run(one, out / "parts" / f"part-{i}", resume=resume, small=small, progress=progress))
@@ -107,7 +106,7 @@ def split(exp: Experiment, tables: dict[str, pd.DataFrame], parts: int) -> list[
     (`part: [i, parts]`, stratified by label) that the run has."""
     dealt = []
     for i in range(parts):
-        one = dataclasses.replace(exp, part=[i, parts], limit=None)
+        one = exp.replace(part=[i, parts], limit=None)
         ids = {s.id for track in exp.tracks for s in one.samples(track)}
         dealt.append({name: t[t["sample"].astype(str).isin(ids)].reset_index(drop=True) for name, t in tables.items()})
     return dealt
@@ -116,7 +115,7 @@ def split(exp: Experiment, tables: dict[str, pd.DataFrame], parts: int) -> list[
 def replicate_tables(exp: Experiment, tables: dict[str, pd.DataFrame], out: Path, parts: int, small: bool,
                      random_weights: bool = False) -> pd.DataFrame:  # fmt: skip
     """Each part's summary recomputed from its share of a run's tables (`split`), then the agreement, into `out`."""
-    summaries = [merge(dataclasses.replace(exp, part=[i, parts]), mine, out / "parts" / f"part-{i}", small=small,
+    summaries = [merge(exp.replace(part=[i, parts]), mine, out / "parts" / f"part-{i}", small=small,
                        random_weights=random_weights) for i, mine in enumerate(split(exp, tables, parts))]  # fmt: skip
     return write_agreement(exp, out, summaries, small)
 

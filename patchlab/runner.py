@@ -10,7 +10,6 @@ The merged tables are the same whichever executor computed the shards.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import analyses
+from .compare import compare, model_slug
 from .errors import PatchlabError
 from .experiment import Experiment, from_dict
 from .io import read_table, write_json
@@ -37,8 +38,8 @@ _MODELS: dict = {}  # one model replica per process (a Ray worker keeps its own)
 
 @dataclass(frozen=True)
 class Shard:
-    """A track's run of consecutive samples; or, with `regions` (one "audio+text" per sample), a screened run's
-    second phase: those samples patched for real at those regions only (patchlab.screen.topup)."""
+    """A track's run of consecutive samples; or, with `phase`, an analysis' second phase on the samples it names,
+    each with its payload in `regions` (a screened run's top-up: "audio+text", the regions patched for real)."""
 
     track: str
     index: int
@@ -46,10 +47,11 @@ class Shard:
     stop: int
     samples: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
+    phase: str = ""  # the second phase it belongs to (patchlab.analyses: an analysis' `second_phase`)
 
     @property
     def name(self) -> str:
-        return f"{self.track}-{'topup-' if self.regions else ''}{self.index:04d}"
+        return f"{self.track}-{self.phase + '-' if self.phase else ''}{self.index:04d}"
 
 
 def plan(exp: Experiment) -> list[Shard]:
@@ -70,7 +72,7 @@ def preflight(exp: Experiment) -> None:
 
     check_device(exp.device)
     check_audio(s for t in exp.tracks for s in exp.samples(t))
-    layers = {f"{k}.layers": exp.options(k)["layers"] for k in ("patch", "knockout")}
+    layers = {"patch.layers": exp.patch.layers, "knockout.layers": exp.knockout.layers}
     for model in exp.models or [exp.model]:
         check_layers(model, layers)
 
@@ -107,15 +109,13 @@ def compute_shard(config: dict, shard: Shard, out: str, run_id: str = "") -> str
 
     Its `done` file records the run it belongs to, its samples and each table's hash, checked on resume.
     """
-    from .analyses import shard_tables
-
     exp = from_dict(config, "run config")
     out_dir = Path(out)
     final = out_dir / "shards" / shard.name
     if (final / "done").exists():
         return shard.name
     _fault(shard, out_dir)
-    tables = shard_tables(model_for(exp), exp, shard)
+    tables = analyses.shard_tables(model_for(exp), exp, shard)
     texts = {f"{name}.csv": table.to_csv(index=False) for name, table in tables.items()}
     done = {"run": run_id, "shard": shard.name, "samples": list(shard.samples)}
     done["files"] = {name: hashlib.sha256(text.encode()).hexdigest() for name, text in texts.items()}
@@ -196,7 +196,7 @@ def _start(exp: Experiment, out: Path, resume: bool, small: bool) -> str:
         "small": small,
         "code_version": code_version(),
         "versions": versions(),
-        "config": dataclasses.asdict(exp),
+        "config": exp.config(),
     }
     if meta.exists():
         old = json.loads(meta.read_text())
@@ -249,8 +249,11 @@ def run(
     address: str | None = None,
     small: bool = False,
     progress: bool = True,
+    command: str = "run",
 ) -> dict:
-    """Run every shard not yet written, then merge shards into tables, plots, summary.json and report.html."""
+    """Run every shard not yet written, then merge shards into tables, plots, summary.json and report.html.
+
+    `command` names what writes the folder (`patchlab lens` runs an in-memory experiment into a folder of its own)."""
     exp = exp.sized(small)
     if executor not in ("local", "ray"):
         raise PatchlabError(f"unknown executor {executor!r}", "use local or ray")
@@ -262,7 +265,7 @@ def run(
                 f"model {model!r} in `models` is neither patchlab-mini(-qformer) nor a checkpoint folder",
                 "give each model as a checkpoint folder (the hub is off here) or by patchlab's own model names",
             )
-    out = claim(out, "run")
+    out = claim(out, command)
     if exp.models:
         return _run_models(exp, out, resume, executor, address, small, progress)
     run_id = _start(exp, out, resume, small)
@@ -285,7 +288,7 @@ def _execute(exp: Experiment, out: Path, shards: list[Shard], run_id: str, execu
         print(f"resuming {out}: {len(finished)} of {len(shards)} {what} already done, reused")
     if not todo:
         return
-    config = dataclasses.asdict(exp)
+    config = exp.config()
     if executor == "local":
         for s in tqdm(todo, desc=f"{exp.name}: {what}", unit="shard", disable=not progress):
             compute_shard(config, s, str(out), run_id)
@@ -296,27 +299,16 @@ def _execute(exp: Experiment, out: Path, shards: list[Shard], run_id: str, execu
 
 
 def topup_shards(exp: Experiment, out: Path, shards: list[Shard]) -> list[Shard]:
-    """With `ground.screen_tol`: the second phase of a screened run, from its finished first-phase shards: per
-    track, the clips and regions `patchlab.screen.topup` adds (in the track's order, `shard_size` clips a shard)."""
-    from .screen import topup, topup_shares
-
-    g = exp.options("ground")
-    if g["screen_tol"] is None:
-        return []
-    small_gap = g["screen_gap"]
+    """The second phase of each analysis that has one (a screened run's top-up with `ground.screen_tol`), planned
+    per track from its finished first-phase shards: the clips it names, in the track's order, `shard_size` a shard."""
     second = []
     for track in exp.tracks:
         mine = [s for s in shards if s.track == track]
-        atp = _concat(out, mine, "screen")
-        if atp.empty:
-            continue
-        real = _concat(out, mine, "patch")
-        shares = topup_shares(atp, real, g["screen"], small_gap, g["screen_tol"], g["level"])
-        extra = topup(atp.groupby("sample", sort=False)["gap"].first(), shares, g["screen"], exp.seed, small_gap)
-        ids = [i for s in mine for i in s.samples if i in extra]
-        for k, start in enumerate(range(0, len(ids), exp.shard_size)):
-            chunk = ids[start : start + exp.shard_size]
-            second.append(Shard(track, k, 0, 0, tuple(chunk), tuple("+".join(extra[i]) for i in chunk)))
+        for phase, extra in analyses.second_phases(exp, lambda name, mine=mine: _concat(out, mine, name)):
+            ids = [i for s in mine for i in s.samples if i in extra]
+            for k, start in enumerate(range(0, len(ids), exp.shard_size)):
+                chunk = ids[start : start + exp.shard_size]
+                second.append(Shard(track, k, 0, 0, tuple(chunk), tuple("+".join(extra[i]) for i in chunk), phase))
     return second
 
 
@@ -330,13 +322,11 @@ def _concat(out: Path, shards: list[Shard], name: str) -> pd.DataFrame:
 def _run_models(exp: Experiment, out: Path, resume: bool, executor: str, address, small: bool, progress: bool) -> dict:
     """Each model of `exp.models` a complete run of the same config under out/models/<name>/ (each resumable as any
     run), then the comparison (patchlab.compare) in `out`."""
-    from .compare import compare, model_slug
-
     _start(exp, out, resume, small)
     taken: set[str] = set()
     runs = {}
     for model in exp.models:
-        one = dataclasses.replace(exp, model=model, models=None)
+        one = exp.replace(model=model, models=None)
         name = model_slug(model, taken)
         where = out / "models" / name
         if progress:
@@ -358,10 +348,8 @@ def finished_tables(exp: Experiment, out: Path, shards: list[Shard] | None = Non
 
 def _finish(exp: Experiment, out: Path, shards: list[Shard], small: bool) -> dict:
     """Every shard's tables, concatenated in plan order, merged into tables, plots, summary.json and report.html."""
-    from .analyses import merge
-
     merged = finished_tables(exp, out, shards)
-    return merge(exp, merged, out, small=small, random_weights=is_random(exp.model))
+    return analyses.merge(exp, merged, out, small=small, random_weights=is_random(exp.model))
 
 
 def merge_runs(runs: list[str | Path], out: str | Path, progress: bool = True) -> dict | None:

@@ -88,7 +88,7 @@ def _block_audio(lalm: HookedLALM, from_layer: int) -> None:
 
     lalm.model.register_forward_pre_hook(build_mask, with_kwargs=True)
     for layer in lalm.layers[:from_layer]:
-        layer.self_attn.register_forward_pre_hook(unblock, with_kwargs=True)
+        lalm.adapter.block_part(layer, "attention").register_forward_pre_hook(unblock, with_kwargs=True)
 
 
 def _sentinel(dtype: torch.dtype) -> float:
@@ -99,8 +99,7 @@ def _deafen(lalm: HookedLALM) -> None:
     """Zero the connector's output weights and set its bias to the mean input embedding (patchlab-mini's projector
     or patchlab-mini-qformer's connector); zero patchlab-mini's language-ID verbalizer."""
     inner = lalm.model.model
-    out = getattr(getattr(inner, "multi_modal_projector", None), "linear_2", None)
-    out = out if out is not None else getattr(getattr(inner, "connector", None), "proj", None)
+    out = lalm.adapter.connector_output(lalm.model)
     if out is None:
         raise PatchlabError(
             f"the deaf variant knows patchlab-mini's and patchlab-mini-qformer's connectors, not {lalm.family}'s",

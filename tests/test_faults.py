@@ -271,7 +271,8 @@ def test_lens_with_limit_one_reads_the_whole_label_set(toy_data, tiny_dir, tmp_p
     assert main(["lens", "--model", str(tiny_dir("qwen2_audio")), "--data", str(toy_data), "--track", "Gender",
                  "--limit", "1", "--out", str(tmp_path)]) == 0  # fmt: skip
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["labels"] == ["female", "male"] and summary["n_samples"] == 1
+    assert summary["rests_on"]["Gender"]["labels"] == ["female", "male"]
+    assert summary["tracks"]["Gender"]["lens"]["direct"]["n_samples"] == 1
 
 
 def test_lens_api_reads_the_tracks_labels(qwen, toy_data):

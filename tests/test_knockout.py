@@ -24,12 +24,19 @@ def _inputs(lalm, seconds=1.0):
 
 
 def _check_against_hand(lalm, batch, layers=None, pairs=PAIRS) -> float:
-    specs = window_specs(lalm.n_layers, pairs, layers) + [KnockoutSpec(1, 2, "final", "audio")]
+    ends = (0, lalm.n_layers - 1), (0, lalm.n_heads - 1)
+    heads = [KnockoutSpec(la, la + 1, "final", "audio", (h,)) for la in ends[0] for h in ends[1]]
+    specs = window_specs(lalm.n_layers, pairs, layers) + [KnockoutSpec(1, 2, "final", "audio")] + heads
     hand = torch.stack([knockout_by_hand(lalm, batch, s) for s in specs])
     fast = knockout_logits(lalm, batch, specs)
     full = knockout_logits(lalm, batch, specs, skip=False)
     assert (fast - hand).abs().max() <= 1e-5 and (full - hand).abs().max() <= 1e-5
+    every = [KnockoutSpec(0, None, "final", "audio", tuple(range(lalm.n_heads))), KnockoutSpec(0, None)]
+    alike = knockout_logits(lalm, batch, every)
+    assert (alike[0] - alike[1]).abs().max() <= 1e-5  # every head blocked one by one is the whole layer blocked
     clean = lalm.forward(batch)[0, -1].float()
+    one, other = hand[len(specs) - len(heads)], hand[len(specs) - len(heads) + 1]  # layer 0: the first, the last head
+    assert (one - clean).abs().max() > 1e-6 and (one - other).abs().max() > 1e-6  # each head's mask is its own
     return float((hand - clean).abs().amax(-1).max())
 
 

@@ -188,7 +188,7 @@ def test_commands_on_sakura(family, tiny, sakura, tmp_path, capsys):
     assert main(["patch", *common, "--prompt", "mc", "--out", str(tmp_path / "patch")]) == 0
     import pandas as pd
 
-    assert pd.read_csv(tmp_path / "lens" / "per_clip.csv")["sample"].nunique() == 2
+    assert pd.read_csv(tmp_path / "lens" / "tables" / "lens_per_sample.csv")["sample"].nunique() == 2
 
     table = pd.read_csv(tmp_path / "patch" / "patching.csv")
     regions = set(table["position"])

@@ -35,6 +35,11 @@ RUNS = {
         "patchlab run experiments/audiolens_findings.yaml --out runs/audiolens_findings",
         ["knockout_Language", "grounding_Gender", "encoder_probe_Language", "answer_curves_Gender_direct"],
     ),
+    "listening_heads": (
+        "Listening heads: one attention head at a time knocked out (final → audio), every head of every layer",
+        "patchlab run experiments/listening_heads.yaml --out runs/listening_heads",
+        ["heads_Gender", "heads_Language"],
+    ),
     "replicate_audiolens_findings": (
         "Do the AudioLens verdicts replicate? The same run's clips in two disjoint halves",
         "patchlab replicate runs/audiolens_findings --out runs/replicate --parts 2",
@@ -197,6 +202,16 @@ def comparison_rows(summary: dict) -> list[str]:
     return lines
 
 
+def heads_rows(summary: dict) -> list[str]:
+    rows = [[track, ", ".join(h["top"]), h["selection_clips"], h["held_out_clips"],
+             ci(h["top_drop_held_out"], h["top_drop_lo"], h["top_drop_hi"]),
+             ci(h["layers_drop_held_out"], h["layers_drop_lo"], h["layers_drop_hi"])]
+            for track, t in summary["tracks"].items() if (h := t.get("heads"))]  # fmt: skip
+    head = ["track", "top heads (layer.head, chosen on the selection clips)", "selection clips", "held-out clips",
+            "top heads' drop (held out) [95% CI]", "their whole layers' drop (held out) [95% CI]"]  # fmt: skip
+    return table(head, rows) if rows else []
+
+
 def replication_rows(summary: dict) -> list[str]:
     lines = summary["replication"]
     status = {}
@@ -241,6 +256,9 @@ def render(done: dict[str, tuple[dict, Path]]) -> str:
         lines += [counts(summary["verdicts"]), ""] + verdict_rows(summary["verdicts"])
         if "comparison" in summary:
             lines += comparison_rows(summary)
+        elif any("heads" in t for t in summary["tracks"].values()):
+            lines += ["Top heads per track (drops of the answer's logit difference, means over the held-out clips):",
+                      ""] + heads_rows(summary)  # fmt: skip
         else:
             lines += ["Lens per track and prompt format:", ""] + lens_rows(summary)
             lines += ["Grounding (normalized restorations over the patched layers, 1 = clean):", ""]

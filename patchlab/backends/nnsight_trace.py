@@ -41,12 +41,13 @@ def _decoder_path(lalm: HookedLALM) -> list[str]:
     raise PatchlabError("decoder module not found inside the model", "check the family adapter's decoder()")
 
 
-def _envoy(layer: Any, site: str) -> Any:
+def _envoy(lalm: HookedLALM, layer: Any, site: str) -> Any:
+    part = lalm.adapter.block_part
     return {
         "resid_pre": lambda: layer.input,
-        "attn_out": lambda: layer.self_attn.output[0],
-        "resid_mid": lambda: layer.post_attention_layernorm.input,
-        "mlp_out": lambda: layer.mlp.output,
+        "attn_out": lambda: part(layer, "attention").output[0],
+        "resid_mid": lambda: part(layer, "mlp_norm").input,
+        "mlp_out": lambda: part(layer, "mlp").output,
         "resid_post": lambda: layer.output,
     }[site]()
 
@@ -68,7 +69,7 @@ def record_nnsight(
         for la in sorted(layers):
             for site in _ORDER:
                 if site in sites:
-                    saved[(site, la)] = nnsight.save(_envoy(blocks[la], site))
+                    saved[(site, la)] = nnsight.save(_envoy(lalm, blocks[la], site))
         logits = nnsight.save(model.output.logits)
     return {k: keep(v) for k, v in saved.items()}, logits
 
@@ -91,9 +92,11 @@ def run_with_patch(
         elif site == "resid_post":
             layer_envoy.output = edit(layer_envoy.output)
         elif site == "mlp_out":
-            layer_envoy.mlp.output = edit(layer_envoy.mlp.output)
+            mlp = lalm.adapter.block_part(layer_envoy, "mlp")
+            mlp.output = edit(mlp.output)
         elif site == "attn_out":
-            layer_envoy.self_attn.output[0][:] = edit(layer_envoy.self_attn.output[0])
+            attn = lalm.adapter.block_part(layer_envoy, "attention")
+            attn.output[0][:] = edit(attn.output[0])
         else:
             raise PatchlabError(f"site {site!r} is not wired for nnsight patching", "use resid_pre/resid_post/mlp_out")
         logits = nnsight.save(model.output.logits)

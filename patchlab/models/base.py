@@ -63,8 +63,12 @@ class Adapter:
     """Everything family-specific: where the decoder is, how to build inputs, how to make a tiny config.
 
     The defaults fit decoders laid out as `model.model.language_model.{layers,norm}` + `model.lm_head`
-    with Llama/Qwen2-style layers (`self_attn`, `post_attention_layernorm`, `mlp`, `self_attn.o_proj`).
+    with Llama/Qwen2-style blocks; `block_parts` says where a block's attention, MLP and the norm before the MLP are
+    (the hook sites and the nnsight backend find them there), `o_proj` its attention's output projection.
     """
+
+    # a decoder block's parts, as attribute paths from the block (Llama's by default)
+    block_parts: dict[str, str] = {"attention": "self_attn", "mlp": "mlp", "mlp_norm": "post_attention_layernorm"}
 
     family: str = ""
     model_types: tuple[str, ...] = ()
@@ -149,6 +153,16 @@ class Adapter:
     def o_proj(self, attn: nn.Module) -> nn.Module:
         """The attention output projection (its input holds the per-head outputs, `head_out`)."""
         return attn.o_proj
+
+    def block_part(self, block: Any, part: str) -> Any:
+        """A decoder block's attention, MLP or MLP norm (`block_parts`), from the block or an nnsight envoy of it."""
+        for name in self.block_parts[part].split("."):
+            block = getattr(block, name)
+        return block
+
+    def connector_output(self, model: nn.Module) -> nn.Linear | None:
+        """The last linear layer of the audio connector (what the deaf variant silences); None if not known."""
+        return None
 
     def residual_multiplier(self, model: nn.Module) -> float:
         return float(getattr(self.text_config(model), "residual_multiplier", 1.0) or 1.0)

@@ -29,6 +29,9 @@ class MiniAdapter(Adapter):
 
         return PatchlabMiniProcessor.from_pretrained(path)
 
+    def connector_output(self, model: Any) -> Any:
+        return model.model.multi_modal_projector.linear_2
+
     def chat_text(self, prompt: Prompt) -> str:
         return (
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"

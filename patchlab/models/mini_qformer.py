@@ -36,6 +36,9 @@ class MiniQformerAdapter(MiniAdapter):
 
         return PatchlabQformerProcessor.from_pretrained(path)
 
+    def connector_output(self, model: Any) -> Any:
+        return model.model.connector.proj
+
     def transcribe(self, lalm: Any, features: dict[str, torch.Tensor]) -> str:
         """Whisper's own greedy transcription of one clip, as text; kept for the last 64 distinct clips (a clip is
         prepared for its clean run, each pair, the lens and knockout: one greedy decode, not one per preparation)."""

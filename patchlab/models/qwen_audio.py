@@ -104,19 +104,6 @@ class QwenBlock(nn.Module):
         self.index = index
         self.collect: _Cache | None = None  # set by QwenDecoder during a forward that keeps keys and values
 
-    # the parts patchlab's hook sites name, as the real block calls them
-    @property
-    def self_attn(self) -> nn.Module:
-        return self.block.attn
-
-    @property
-    def mlp(self) -> nn.Module:
-        return self.block.mlp
-
-    @property
-    def post_attention_layernorm(self) -> nn.Module:
-        return self.block.ln_2
-
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -350,6 +337,9 @@ class QwenAudioAdapter(Adapter):
 
     def special_ids(self, processor: Any) -> set[int]:
         return set(processor.tokenizer.special_tokens.values())
+
+    # the real block's parts, as it calls them (the wrapper references the block: its weights keep their names)
+    block_parts = {"attention": "block.attn", "mlp": "block.mlp", "mlp_norm": "block.ln_2"}
 
     def o_proj(self, attn: nn.Module) -> nn.Module:
         return attn.c_proj

@@ -27,7 +27,8 @@ from ..vocabulary import METRICS, REGION_NAMES
 
 @dataclass(frozen=True)
 class KnockoutSpec:
-    """Block attention from `query` positions to `key` positions at layers `start` .. `stop` - 1 (None: the last).
+    """Block attention from `query` positions to `key` positions at layers `start` .. `stop` - 1 (None: the last),
+    in every attention head or in `heads` alone.
 
     Regions by name (final, text, audio, special, all) or explicit position tuples.
     """
@@ -36,6 +37,7 @@ class KnockoutSpec:
     stop: int | None = None
     query: str | tuple[int, ...] = "final"
     key: str | tuple[int, ...] = "audio"
+    heads: tuple[int, ...] | None = None  # the attention heads blocked (None: all of them)
 
     def __post_init__(self) -> None:
         for r in (self.query, self.key):
@@ -98,6 +100,19 @@ def block_mask(specs: Sequence[KnockoutSpec], regions: Regions) -> torch.Tensor:
     return out
 
 
+def head_rows(specs: Sequence[KnockoutSpec], n_heads: int) -> torch.Tensor | None:
+    """(rows, heads) booleans: the heads each row's knockout blocks; None when every row blocks every head."""
+    if all(s.heads is None for s in specs):
+        return None
+    out = torch.zeros(len(specs), n_heads, dtype=torch.bool)
+    for row, s in enumerate(specs):
+        bad = [h for h in s.heads or () if not 0 <= h < n_heads]
+        if bad:
+            raise PatchlabError(f"heads {bad} are outside 0..{n_heads - 1}", "list heads of the model")
+        out[row, list(range(n_heads)) if s.heads is None else list(s.heads)] = True
+    return out
+
+
 @contextmanager
 def knocked_out(lalm: HookedLALM, specs: Sequence[KnockoutSpec], regions: Regions) -> Iterator[None]:
     """Within the block, batch row r of a forward has knockout `specs[r]` applied (full or suffix forwards alike)."""
@@ -108,6 +123,8 @@ def knocked_out(lalm: HookedLALM, specs: Sequence[KnockoutSpec], regions: Region
             "load the model with attn_implementation='sdpa' or 'eager'",
         )
     blocks = block_mask(specs, regions).to(lalm.device)
+    heads = head_rows(specs, lalm.n_heads)
+    heads = heads.to(lalm.device)[:, :, None, None] if heads is not None else None
     windows = [s.window(lalm.n_layers) for s in specs]
     handles = []
     for layer in sorted({la for w in windows for la in w}):
@@ -120,7 +137,10 @@ def knocked_out(lalm: HookedLALM, specs: Sequence[KnockoutSpec], regions: Region
             base = additive(kwargs.get("attention_mask"), q_len, k_len, lalm.dtype, h.device)
             block = blocks[:, k_len - q_len :, :] & rows[:, None, None]
             lo = torch.finfo(lalm.dtype).min
-            mask = base.expand(len(specs), 1, q_len, k_len).masked_fill(block[:, None], lo)
+            if heads is None:
+                mask = base.expand(len(specs), 1, q_len, k_len).masked_fill(block[:, None], lo)
+            else:  # a mask per head (the attention broadcasts a head dimension of 1 otherwise)
+                mask = base.expand(len(specs), heads.shape[1], q_len, k_len).masked_fill(block[:, None] & heads, lo)
             return args, {**kwargs, "attention_mask": mask}
 
         handles.append(lalm.layers[layer].register_forward_pre_hook(edit, with_kwargs=True))
@@ -185,6 +205,8 @@ def knockout(
                 row = {"sample": batch.meta[0].get("id", "") if batch.meta else "", "knockout": s.label,
                        "query": s.label.split("->")[0], "key": s.label.split("->")[1], "start": s.start,
                        "stop": s.window(lalm.n_layers).stop}  # fmt: skip
+                if s.heads is not None:
+                    row["heads"] = "+".join(map(str, s.heads))
                 row.update({k: float(met[k][r]) for k in METRICS})
                 row.update({f"clean_{k}": clean[k] for k in METRICS})
                 row.update({f"{k}_change": float(met[k][r]) - clean[k] for k in METRICS})

@@ -63,19 +63,22 @@ def _torch_patch(lalm: HookedLALM, inputs: dict, site: str, layer: int, edit) ->
 
 def knockout_by_hand(lalm: HookedLALM, batch, spec) -> torch.Tensor:
     """One knockout the plain way: the decoder's layers called one by one, each window layer given an attention
-    mask written out entry by entry (causal, blocked query -> key pairs at the dtype's minimum, the diagonal kept).
-    Final-position logits (vocab,): the independent path `knockout` is checked against."""
+    mask written out entry by entry (causal, blocked query -> key pairs at the dtype's minimum, the diagonal kept;
+    per head when the knockout names heads). Final-position logits (vocab,): the independent path `knockout` is
+    checked against."""
     from ..hooks import layer_inputs
 
     regions = batch.regions[0]
     n = regions.length
     queries, keys = (set(p) for p in spec.blocked(regions))
     lo = torch.finfo(lalm.dtype).min
-    mask = torch.zeros(1, 1, n, n, dtype=lalm.dtype)
-    for i in range(n):
-        for j in range(n):
-            if j > i or (i in queries and j in keys and i != j):
-                mask[0, 0, i, j] = lo
+    heads = range(lalm.n_heads) if spec.heads is None else spec.heads
+    mask = torch.zeros(1, lalm.n_heads if spec.heads is not None else 1, n, n, dtype=lalm.dtype)
+    for head in range(mask.shape[1]):
+        for i in range(n):
+            for j in range(n):
+                if j > i or (i in queries and j in keys and i != j and (spec.heads is None or head in heads)):
+                    mask[0, head, i, j] = lo
     kw: dict = {}
     with layer_inputs(lalm, kw):  # the first layer's input (after any embedding multiplier) and arguments
         h = record(lalm, batch, ["resid_pre"], [0], device=None)[("resid_pre", 0)]

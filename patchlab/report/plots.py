@@ -30,7 +30,8 @@ def _band(values: pd.Series, n_boot: int = 500) -> tuple[float, float]:
     return bootstrap_mean_ci(values.dropna().to_numpy(), n_boot=n_boot)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def save(fig: plt.Figure, path: str | Path) -> Path:
+    """The figure laid out and written as a PNG (atomically), closed."""
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -60,7 +61,7 @@ def lens_heatmap(
             1.6, tau, f"τ={tau:.2f}", color="red", fontsize=7, va="center", transform=bar.ax.get_yaxis_transform()
         )
     ax.set_title(f"{title or 'logit lens: information score'}\n(red ◆: critical layer of each position)", fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def patch_heatmap(
@@ -91,7 +92,7 @@ def patch_heatmap(
     ax.set_ylabel("layer")
     fig.colorbar(im, ax=ax, label=value)
     ax.set_title(title or value, fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def region_curves(table: pd.DataFrame, value: str, path: str | Path, title: str = "") -> Path:
@@ -112,7 +113,7 @@ def region_curves(table: pd.DataFrame, value: str, path: str | Path, title: str 
     ax.plot([], [], " ", label=f"{BAND} (n={n})")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title or value, fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def grounding_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "", handover: dict | None = None) -> Path:
@@ -150,7 +151,7 @@ def grounding_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "",
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.suptitle(title or "grounding", fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def screened_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "") -> Path:
@@ -170,7 +171,7 @@ def screened_curves(per_layer: pd.DataFrame, path: str | Path, title: str = "") 
     ax.plot([], [], " ", label=f"band: 95% interval ({n} clips screened, {v} patched for real)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 KNOCKOUT_COLORS = {"final->audio": "#2ca02c", "text->audio": "#ff7f0e", "final->text": "#9467bd"}
@@ -190,7 +191,7 @@ def knockout_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> 
     ax.plot([], [], " ", label=f"{BAND} (n={int(curves['n'].max())})")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def answer_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Path:
@@ -207,7 +208,7 @@ def answer_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Pa
     ax.plot([], [], " ", label=BAND)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def encoder_decoder(
@@ -234,7 +235,7 @@ def encoder_decoder(
         bx.legend(fontsize=7)
     bx.set_xlabel("decoder layer")
     fig.suptitle(f"{title}\n(probe: {BAND.replace('of the mean ', '')})", fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def compare_grounding(layers: pd.DataFrame, models: list[str], path: str | Path, title: str = "") -> Path:
@@ -268,4 +269,4 @@ def compare_grounding(layers: pd.DataFrame, models: list[str], path: str | Path,
     bx.plot([], [], " ", label=f"{BAND} (n={int(layers['n'].max()) if len(layers) else 0})")
     bx.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)

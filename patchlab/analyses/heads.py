@@ -1,0 +1,152 @@
+"""Listening heads: every attention head's reading of the audio, one head knocked out at one layer at a time (the
+final position's attention to the audio blocked in that head alone), beside the whole layer knocked out.
+
+The top k heads are chosen on a seeded share of the clips and tested on the rest: each chosen head lowers the
+answer's logit difference there, and together they carry at least half of what blocking their whole layers does
+(the audio effect the heads share). All (layer, head) knockouts of a clip run in batches through the knockout
+engine, each resumed at its own layer on the final position alone.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from .. import stats
+from ..data import build_prompt
+from ..enrich import search_split
+from ..errors import PatchlabError
+from ..io import write_table
+from ..patching.knockout import KnockoutSpec, knockout
+from ..report import plots
+from ..vocabulary import REGION_NAMES
+from .base import Analysis, Float, Int, Merged, Options, ShardContext, checked_layers
+
+HALF = 0.5  # the share of the whole layers' effect the top heads must carry together
+
+
+class HeadsOptions(Options):
+    query: Literal[REGION_NAMES] = "final"  # type: ignore[valid-type]
+    key: Literal[REGION_NAMES] = "audio"  # type: ignore[valid-type]
+    layers: list[Int] | None = Field(None, min_length=1)  # the layers whose heads are knocked out (default: all)
+    top_k: Int = Field(3, ge=1)
+    split: Float = Field(0.5, gt=0, lt=1)  # the share of clips the top heads are chosen on
+    max_batch: Int = Field(64, ge=1)
+
+
+def _drops(rows: pd.DataFrame) -> pd.DataFrame:
+    """Clip x unit table of the answer's drop (clean - knocked-out logit difference); a unit is "L.h" for one head,
+    "L" for the whole layer."""
+    head = rows["heads"].map(lambda h: "" if pd.isna(h) else f".{int(float(h))}")  # read back as numbers
+    unit = rows["start"].astype(int).astype(str) + head
+    return rows.assign(unit=unit, drop=-rows["logit_diff_change"]).pivot_table(
+        index="sample", columns="unit", values="drop", aggfunc="first"
+    )
+
+
+def _mean_ci(values: pd.Series, seed: int) -> tuple[float, float, float, int]:
+    """Mean over clips, its two-sided 95% bootstrap interval (widened to hold the mean) and n."""
+    d = values.dropna().to_numpy(float)
+    if not d.size:
+        return float("nan"), float("nan"), float("nan"), 0
+    lo, hi = stats.bootstrap_mean_ci(d, seed=seed)
+    mean = float(d.mean())
+    return mean, min(lo, mean), max(hi, mean), int(d.size)
+
+
+def head_map(per_head: pd.DataFrame, top: list[str], path, title: str):
+    """Layer x head map of the mean drop in the answer's logit difference, the chosen heads outlined."""
+    m = per_head.pivot_table(index="layer", columns="head", values="drop")
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * m.shape[1] + 2), max(3.5, 0.22 * m.shape[0] + 1.5)))
+    lim = max(1e-9, float(np.nanmax(np.abs(m.to_numpy()))))
+    im = ax.imshow(m.to_numpy(), aspect="auto", origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(m.shape[1]), m.columns)
+    ax.set_yticks(range(m.shape[0]), m.index)
+    rows, cols = list(m.index), list(m.columns)
+    for unit in top:
+        layer, head = map(int, unit.split("."))
+        ax.add_patch(plt.Rectangle((cols.index(head) - 0.5, rows.index(layer) - 0.5), 1, 1, fill=False, lw=2))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    fig.colorbar(im, ax=ax, label="drop in the answer's logit difference")
+    ax.set_title(f"{title}\n(outlined: the top heads, chosen on the selection clips)", fontsize=10)
+    return plots.save(fig, path)
+
+
+class Heads(Analysis):
+    name = "heads"
+    Options = HeadsOptions
+
+    def shard(self, ctx: ShardContext) -> dict[str, pd.DataFrame]:
+        """Each clip with every (layer, head) knockout and every whole-layer knockout at a single layer."""
+        if not ctx.samples:
+            return {}
+        opts, labels, lalm = ctx.exp.heads, ctx.labels, ctx.lalm
+        layers = checked_layers(lalm, opts.layers, "heads.layers") or range(lalm.n_layers)
+        q, k = opts.query, opts.key
+        specs = [KnockoutSpec(la, la + 1, q, k, (h,)) for la in layers for h in range(lalm.n_heads)]
+        specs += [KnockoutSpec(la, la + 1, q, k) for la in layers]
+        tables = []
+        for s in ctx.samples:
+            try:
+                t = knockout(lalm, [ctx.prepared(s, build_prompt(s, ctx.exp.prompt))], specs, labels.token_ids,
+                             [labels.index(s.label)], max_batch=opts.max_batch, progress=False)  # fmt: skip
+            except PatchlabError as e:
+                ctx.skip(s, e, "heads")
+                continue
+            t.insert(0, "track", s.track)
+            tables.append(t)
+        return {"heads": pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()}
+
+    def merge(self, m: Merged) -> None:
+        rows = m.table("heads")
+        if rows is None:
+            return
+        exp, opts = m.exp, m.exp.heads
+        write_table(m.out / "tables" / "heads.csv", rows)
+        for track, g in rows.groupby("track", sort=False):
+            drops = _drops(g)
+            chosen, held_out = search_split(g, opts.split, exp.seed)
+            select, test = drops.loc[sorted(chosen)], drops.loc[held_out]
+            units = [u for u in drops.columns if "." in u]
+            ranked = sorted(units, key=lambda u: -select[u].mean())
+            top = ranked[: opts.top_k]
+            per_head = []
+            for u in units:
+                layer, head = map(int, u.split("."))
+                mean, lo, hi, n = _mean_ci(drops[u], exp.seed)
+                per_head.append(dict(track=track, layer=layer, head=head, drop=mean, lo=lo, hi=hi, n=n,
+                                     rank=ranked.index(u) + 1))  # fmt: skip
+            per_head = pd.DataFrame(per_head).sort_values(["layer", "head"], ignore_index=True)
+            write_table(m.out / "tables" / f"heads_{track}.csv", per_head)
+            for u in top:
+                m.tested.append((track, stats.paired(
+                    f"{track}: head {u} (chosen on {len(select)} clips) reads the {opts.key} for the {opts.query} "
+                    "position: knocking it out lowers the answer's logit difference on held-out clips",
+                    test[u], seed=exp.seed).matters(stats.MIN_EFFECT["logit"])))  # fmt: skip
+            layers = sorted({u.split(".")[0] for u in top})
+            carried, whole = test[top].sum(axis=1), test[layers].sum(axis=1)
+            m.tested.append((track, stats.paired(
+                f"{track}: the top {len(top)} heads carry at least half of what knocking out their whole layers does "
+                f"(held-out clips; top heads' drop − {HALF:g} × the layers' drop > 0)",
+                carried, HALF * whole, seed=exp.seed).matters(stats.MIN_EFFECT["logit"])))  # fmt: skip
+            top_drop, top_lo, top_hi, n = _mean_ci(carried, exp.seed)
+            layers_drop, layers_lo, layers_hi, _ = _mean_ci(whole, exp.seed)
+            m.track_summary(track)["heads"] = {
+                "top": top,
+                "selection_clips": len(select),
+                "held_out_clips": n,
+                "top_drop_held_out": top_drop,
+                "top_drop_lo": top_lo,
+                "top_drop_hi": top_hi,
+                "layers_drop_held_out": layers_drop,
+                "layers_drop_lo": layers_lo,
+                "layers_drop_hi": layers_hi,
+            }
+            title = f"{track}: {opts.query} → {opts.key} knocked out per head, {drops.shape[0]} clips"
+            path = head_map(per_head, top, m.out / "plots" / f"heads_{track}.png", title)
+            m.plot(f"Listening heads: {track}", path)
