@@ -25,7 +25,7 @@ import pandas as pd
 from . import analyses
 from .compare import compare, model_slug
 from .errors import PatchlabError
-from .experiment import Experiment, from_dict
+from .experiment import SECTIONS, Experiment, from_dict
 from .io import read_table, write_json
 from .mini import SMALL_MODELS
 from .outdir import claim, clear_own, record
@@ -72,7 +72,7 @@ def preflight(exp: Experiment) -> None:
 
     check_device(exp.device)
     check_audio(s for t in exp.tracks for s in exp.samples(t))
-    layers = {"patch.layers": exp.patch.layers, "knockout.layers": exp.knockout.layers}
+    layers = {f"{k}.layers": getattr(exp, k).layers for k, opts in SECTIONS.items() if "layers" in opts.model_fields}
     for model in exp.models or [exp.model]:
         check_layers(model, layers)
 
@@ -115,7 +115,11 @@ def compute_shard(config: dict, shard: Shard, out: str, run_id: str = "") -> str
     if (final / "done").exists():
         return shard.name
     _fault(shard, out_dir)
-    tables = analyses.shard_tables(model_for(exp), exp, shard)
+    first = None
+    if shard.phase:  # a second phase reads its track's finished first-phase tables
+        mine = [s for s in plan(exp) if s.track == shard.track]
+        first = lambda name: _concat(out_dir, mine, name)  # noqa: E731
+    tables = analyses.shard_tables(model_for(exp), exp, shard, first)
     texts = {f"{name}.csv": table.to_csv(index=False) for name, table in tables.items()}
     done = {"run": run_id, "shard": shard.name, "samples": list(shard.samples)}
     done["files"] = {name: hashlib.sha256(text.encode()).hexdigest() for name, text in texts.items()}
@@ -271,7 +275,7 @@ def run(
     run_id = _start(exp, out, resume, small)
     _execute(exp, out, shards, run_id, executor, address, progress)
     second = topup_shards(exp, out, shards)  # a screened run's second phase, planned from the first's tables
-    _execute(exp, out, second, run_id, executor, address, progress, "top-up shards")
+    _execute(exp, out, second, run_id, executor, address, progress, "second-phase shards")
     return _finish(exp, out, shards + second, small)
 
 
@@ -304,7 +308,7 @@ def topup_shards(exp: Experiment, out: Path, shards: list[Shard]) -> list[Shard]
     second = []
     for track in exp.tracks:
         mine = [s for s in shards if s.track == track]
-        for phase, extra in analyses.second_phases(exp, lambda name, mine=mine: _concat(out, mine, name)):
+        for phase, extra in analyses.second_phases(exp, track, lambda name, mine=mine: _concat(out, mine, name)):
             ids = [i for s in mine for i in s.samples if i in extra]
             for k, start in enumerate(range(0, len(ids), exp.shard_size)):
                 chunk = ids[start : start + exp.shard_size]

@@ -13,9 +13,12 @@ import patchlab
 from patchlab.corrupt import make_pair
 from patchlab.data import label_set, load_track
 from patchlab.errors import PatchlabError
+from patchlab.experiment import from_dict
 from patchlab.grounding import grounding
+from patchlab.io import read_table
 from patchlab.patching import patch, region_specs
 from patchlab.patching.knockout import knockout_logits, window_specs
+from patchlab.runner import run
 from patchlab.variants import parse_variant
 from patchlab.verdicts import lens_verdict
 
@@ -125,3 +128,19 @@ def test_blocked_variant_on_a_tiny_model_is_exact_through_every_engine_path(tiny
     assert len(both) == len(fast) and np.allclose(both["logit_diff"], both["logit_diff_full"], atol=1e-9)
     high = fast[(fast.position == "audio") & (fast.layer >= 2)]
     assert np.allclose(high["logit_diff"], high["corrupt_logit_diff"], atol=1e-9)
+
+
+@needs_parts
+def test_the_no_audio_control_sees_nothing_change_on_the_deaf_variant(sakura, tmp_path):
+    """deaf: the answer with silence or noise in place of the audio is the answer with the audio, at every layer
+    (the control's rows equal bit for bit); the model as trained answers differently once its audio is gone."""
+    config = dict(name="t", data=str(sakura), analyses=["control"], limit=2, dtype="float64")
+    tables = {}
+    for variant in ("deaf", None):
+        out = tmp_path / str(variant)
+        run(from_dict({**config, "variant": variant}, "t"), out, progress=False)
+        t = read_table(out / "tables" / "control.csv").set_index(["sample", "layer", "condition"])["p_answer"]
+        tables[variant] = t.unstack("condition")
+    deaf, heard = tables["deaf"], tables[None]
+    assert (deaf["silence"] == deaf["audio"]).all() and (deaf["noise"] == deaf["audio"]).all()
+    assert (heard["silence"] - heard["audio"]).abs().max() > 1e-3

@@ -209,7 +209,7 @@ def test_commands_on_sakura(family, tiny, sakura, tmp_path, capsys):
 def test_check_command(family, tiny, capsys):
     assert main(["check", str(tiny(family)), "--trust-remote-code"]) == 0
     out = capsys.readouterr().out
-    assert "8 passed, 0 failed" in out and "RANDOM WEIGHTS" in out
+    assert "9 passed, 0 failed" in out and "RANDOM WEIGHTS" in out
 
 
 def test_models_lists_the_seed_families(capsys):

@@ -40,6 +40,16 @@ RUNS = {
         "patchlab run experiments/listening_heads.yaml --out runs/listening_heads",
         ["heads_Gender", "heads_Language"],
     ),
+    "steering": (
+        "Steering toward the audio: the audio − silence direction added at the final position, held-out clips",
+        "patchlab run experiments/steering.yaml --out runs/steering",
+        ["steering_Gender", "steering_Language"],
+    ),
+    "no_audio_control": (
+        "Does the model answer what it cannot have heard? The audio replaced by silence or noise, every track",
+        "patchlab run experiments/no_audio_control.yaml --out runs/no_audio_control",
+        ["control_Gender", "control_Animal"],
+    ),
     "replicate_audiolens_findings": (
         "Do the AudioLens verdicts replicate? The same run's clips in two disjoint halves",
         "patchlab replicate runs/audiolens_findings --out runs/replicate --parts 2",
@@ -212,6 +222,29 @@ def heads_rows(summary: dict) -> list[str]:
     return table(head, rows) if rows else []
 
 
+def steering_rows(summary: dict) -> list[str]:
+    rows = [[track, c["layer"], f(c["alpha"], 1), c["n"],
+             ci(c["logit_diff_change"], c["logit_diff_change_lo"], c["logit_diff_change_hi"], 2),
+             ci(c["acc_change"], c["acc_change_lo"], c["acc_change_hi"], 2)]
+            for track, t in summary["tracks"].items() if "steering" in t for c in t["steering"]["curves"]]  # fmt: skip
+    head = ["track", "layer", "alpha", "held-out clips", "Δ logit difference [95% CI]", "Δ accuracy [95% CI]"]
+    return table(head, rows) if rows else []
+
+
+def control_rows(summary: dict) -> list[str]:
+    rows = []
+    for track, t in summary["tracks"].items():
+        c = t.get("control")
+        for cond, e in (c or {}).items():
+            if cond != "prior":
+                rows.append([track, cond, e["n"], ci(e["accuracy"], e["accuracy_lo"], e["accuracy_hi"]),
+                             f(c["prior"]), ci(e["p_answer"], e["p_answer_lo"], e["p_answer_hi"]),
+                             ci(e["answer_layer"], e["answer_layer_lo"], e["answer_layer_hi"], 1)])  # fmt: skip
+    head = ["track", "audio", "clips", "accuracy [95% CI]", "constant guess", "p of the answer [95% CI]",
+            "answer layer [95% CI]"]  # fmt: skip
+    return table(head, rows) if rows else []
+
+
 def replication_rows(summary: dict) -> list[str]:
     lines = summary["replication"]
     status = {}
@@ -259,6 +292,12 @@ def render(done: dict[str, tuple[dict, Path]]) -> str:
         elif any("heads" in t for t in summary["tracks"].values()):
             lines += ["Top heads per track (drops of the answer's logit difference, means over the held-out clips):",
                       ""] + heads_rows(summary)  # fmt: skip
+        elif any("steering" in t for t in summary["tracks"].values()):
+            lines += ["The answer's change per layer and alpha (steered minus unsteered, held-out clips):", ""]
+            lines += steering_rows(summary)
+        elif any("control" in t for t in summary["tracks"].values()):
+            lines += ["Per track and audio (the last layer's answer over the track's label set; the answer layer: the "
+                      "first layer from which the final answer stays on top):", ""] + control_rows(summary)  # fmt: skip
         else:
             lines += ["Lens per track and prompt format:", ""] + lens_rows(summary)
             lines += ["Grounding (normalized restorations over the patched layers, 1 = clean):", ""]

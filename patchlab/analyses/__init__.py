@@ -20,6 +20,7 @@ from ..io import write_json, write_table
 from ..models.base import HookedLALM
 from ..report import build_report
 from .base import SKIP_COLUMNS, Analysis, Merged, ShardContext, pair_of, shown, skip_row
+from .control import Control
 from .cue import Cue
 from .enrich import Enrich
 from .findings import Findings
@@ -29,11 +30,14 @@ from .knockout import Knockout
 from .lens import Lens
 from .patch import Patch
 from .probe import Probe
+from .steer import Steer
 
 if TYPE_CHECKING:  # a type hint only: the experiment schema is built from this registry
     from ..experiment import Experiment
 
-REGISTRY: tuple[Analysis, ...] = (Lens(), Patch(), Ground(), Enrich(), Knockout(), Heads(), Probe(), Findings(), Cue())
+REGISTRY: tuple[Analysis, ...] = (
+    Lens(), Patch(), Ground(), Enrich(), Knockout(), Heads(), Steer(), Probe(), Findings(), Cue(), Control()
+)  # fmt: skip
 BY_NAME = {a.name: a for a in REGISTRY}
 DEFAULT = ["lens", "patch", "ground"]  # what an experiment runs when it names no analyses
 
@@ -61,16 +65,19 @@ def usable(lalm: HookedLALM, exp: Experiment, samples: list, pool: list, labels)
     return ok, waves, pairs, skipped
 
 
-def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataFrame]:
+def shard_tables(
+    lalm: HookedLALM, exp: Experiment, shard, first: Callable[[str], pd.DataFrame] | None = None
+) -> dict[str, pd.DataFrame]:
     """Everything one shard contributes, as tidy tables keyed by name (broken samples: `skipped` rows). A
-    second-phase shard (`shard.phase`) holds the clips it names and runs that phase's analysis alone."""
+    second-phase shard (`shard.phase`) holds the clips it names and runs that phase's analysis alone (`first` reads
+    its track's finished first-phase tables)."""
     pool = load_track(exp.data, shard.track)
     track_labels = sorted({s.label for s in pool})
     labels = label_set(lalm, track_labels, exp.prompt, exp.label_space)
     samples = exp.samples(shard.track)
     samples = [s for s in samples if s.id in shard.samples] if shard.phase else samples[shard.start : shard.stop]
     samples, waves, pairs, skipped = usable(lalm, exp, samples, pool, labels)
-    ctx = ShardContext(lalm, exp, shard.track, pool, track_labels, labels, samples, waves, pairs, skipped)
+    ctx = ShardContext(lalm, exp, shard.track, pool, track_labels, labels, samples, waves, pairs, skipped, first)
     if shard.phase:
         owner = next(a for a in REGISTRY if a.second_phase == shard.phase)
         out = owner.second(ctx, dict(zip(shard.samples, shard.regions)))
@@ -83,9 +90,11 @@ def shard_tables(lalm: HookedLALM, exp: Experiment, shard) -> dict[str, pd.DataF
     return out
 
 
-def second_phases(exp: Experiment, first: Callable[[str], pd.DataFrame]) -> list[tuple[str, dict[str, tuple]]]:
-    """Each analysis' second phase for one track (phase name, clip -> payload), from its finished first phase."""
-    return [(a.second_phase, extra) for a in REGISTRY if a.second_phase and (extra := a.plan_second(exp, first))]
+def second_phases(
+    exp: Experiment, track: str, first: Callable[[str], pd.DataFrame]
+) -> list[tuple[str, dict[str, tuple]]]:
+    """Each analysis' second phase for `track` (phase name, clip -> payload), from its finished first phase."""
+    return [(a.second_phase, extra) for a in REGISTRY if a.second_phase and (extra := a.plan_second(exp, track, first))]
 
 
 def rests_on(exp: Experiment, tables: dict[str, pd.DataFrame]) -> dict:

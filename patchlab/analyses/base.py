@@ -78,6 +78,7 @@ class ShardContext:
     waves: dict[str, Any]
     pairs: dict[str, Pair]  # clean/corrupted pairs of the clips that have one (patching analyses)
     skipped: list[dict] = field(default_factory=list)
+    first: Callable[[str], pd.DataFrame] | None = None  # a second-phase shard: its track's first-phase tables
 
     def prepared(self, s: Sample, prompt: Prompt):
         """The model's input for clip `s` under `prompt`."""
@@ -139,8 +140,10 @@ class Analysis:
     def finish(self, m: Merged) -> None:
         """After the run's verdicts are decided (Holm over the family): summary entries that quote them."""
 
-    def plan_second(self, exp: Experiment, first: Callable[[str], pd.DataFrame]) -> dict[str, tuple[str, ...]]:
-        """Its second phase for one track, from the track's finished first-phase tables (`first(name)`): the clips
+    def plan_second(
+        self, exp: Experiment, track: str, first: Callable[[str], pd.DataFrame]
+    ) -> dict[str, tuple[str, ...]]:
+        """Its second phase for `track`, from the track's finished first-phase tables (`first(name)`): the clips
         to compute again, each with its payload (e.g. the regions to patch); empty for none."""
         return {}
 

@@ -107,7 +107,7 @@ class Ground(Analysis):
                 )
             m.track_summary(track)["screening"] = agreement
 
-    def plan_second(self, exp, first: Callable[[str], pd.DataFrame]) -> dict[str, tuple[str, ...]]:
+    def plan_second(self, exp, track: str, first: Callable[[str], pd.DataFrame]) -> dict[str, tuple[str, ...]]:
         """With `screen_tol`: the clips and regions `patchlab.screen.topup` adds to a screened track."""
         g = exp.ground
         if g.screen_tol is None:
