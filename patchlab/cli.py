@@ -140,12 +140,13 @@ def cmd_lens(args: argparse.Namespace) -> None:
     out = Path(args.out).expanduser()
     summary = run(from_dict(config, "patchlab lens"), out, resume=(out / "run.json").is_file(), command="lens")
     s = summary["tracks"][args.track]["lens"][args.prompt]
-    crit = s["critical_layer"]
+    crit, lo, hi = s["critical_layer"], s["critical_layer_lo"], s["critical_layer_hi"]
+    layer = "none above chance" if crit != crit else f"{crit:.2f} [{lo:.1f}, {hi:.1f}]"
     tag = " (RANDOM WEIGHTS)" if summary["random_weights"] else ""
     print(
         f"accuracy {s['accuracy_last_layer']:.3f} [{s['accuracy_lo']:.3f}, {s['accuracy_hi']:.3f}] (balanced "
         f"{s['balanced_accuracy_last_layer']:.3f})  critical layer (final position) "
-        f"{'none above chance' if crit != crit else f'{crit:.2f}'}  clips never above chance "
+        f"{layer}  clips never above chance "
         f"{s['clips_never_above_chance']} of {s['n_samples']}{tag}  -> {out}"
     )
 

@@ -84,6 +84,18 @@ def bootstrap_mean_ci(d: np.ndarray, n_boot: int = 2000, level: float = 0.95, se
     return bootstrap_ci(np.asarray(d, dtype=float), n_boot, level, np.random.default_rng(seed))
 
 
+def mean_interval(name: str, values, seed: int = 0) -> dict[str, float]:
+    """`name`, `name_lo`, `name_hi`: the mean over clips (non-finite values dropped) and its two-sided 95%
+    percentile-bootstrap interval, widened to hold the mean: a printed mean always sits inside its interval."""
+    d = np.asarray(values, dtype=float)
+    d = d[np.isfinite(d)]
+    if not d.size:
+        return {name: float("nan"), f"{name}_lo": float("nan"), f"{name}_hi": float("nan")}
+    lo, hi = bootstrap_mean_ci(d, seed=seed)
+    mean = float(d.mean())
+    return {name: mean, f"{name}_lo": min(lo, mean), f"{name}_hi": max(hi, mean)}
+
+
 def sign_flip_p(d: np.ndarray, alternative: str = "greater", n_resamples: int = 9999, seed: int = 0) -> float:
     """Permutation p-value of mean(d) under the null that each clip's difference is symmetric about 0 (exact
     enumeration up to 2^16 sign patterns, seeded Monte Carlo beyond)."""

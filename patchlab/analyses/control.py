@@ -90,8 +90,8 @@ class Control(Analysis):
                 right = mine["correct"].astype(bool).to_numpy()
                 lo, hi = stats.wilson(int(right.sum()), len(right))
                 entry[cond] = {"accuracy": float(right.mean()), "accuracy_lo": lo, "accuracy_hi": hi, "n": len(right),
-                               **_mean_ci("p_answer", mine["p_answer"], exp.seed),
-                               **_mean_ci("answer_layer", mine["answer_layer"], exp.seed)}  # fmt: skip
+                               **stats.mean_interval("p_answer", mine["p_answer"], exp.seed),
+                               **stats.mean_interval("answer_layer", mine["answer_layer"], exp.seed)}  # fmt: skip
                 if cond != "audio":
                     m.tested += [(track, v) for v in _verdicts(track, cond, right, prior, real, mine, heard, exp.seed)]
             m.track_summary(track)["control"] = entry
@@ -99,14 +99,6 @@ class Control(Analysis):
             write_table(m.out / "tables" / f"control_curves_{track}.csv", curves.assign(track=track))
             title = f"{track}: p(answer) by layer, real audio vs replaced, {g['sample'].nunique()} clips"
             m.plot(f"No-audio control: {track}", _curves(curves, m.out / "plots" / f"control_{track}.png", title))
-
-
-def _mean_ci(name: str, values: pd.Series, seed: int) -> dict[str, float]:
-    """`name`, `name_lo`, `name_hi`: the mean over clips and its 95% bootstrap interval (widened to hold it)."""
-    d = values.to_numpy(float)
-    lo, hi = stats.bootstrap_mean_ci(d, seed=seed)
-    mean = float(d.mean())
-    return {name: mean, f"{name}_lo": min(lo, mean), f"{name}_hi": max(hi, mean)}
 
 
 def _verdicts(track: str, cond: str, right: np.ndarray, prior: float, real: pd.DataFrame, mine: pd.DataFrame,

@@ -17,14 +17,13 @@ import pandas as pd
 from pydantic import Field
 
 from .. import stats
-from ..data import build_prompt
 from ..enrich import search_split
-from ..errors import PatchlabError
 from ..io import write_table
-from ..patching.knockout import KnockoutSpec, knockout
+from ..patching.knockout import KnockoutSpec
 from ..report import plots
 from ..vocabulary import REGION_NAMES
 from .base import Analysis, Float, Int, Merged, Options, ShardContext, checked_layers
+from .knockout import clip_knockouts
 
 HALF = 0.5  # the share of the whole layers' effect the top heads must carry together
 
@@ -46,16 +45,6 @@ def _drops(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(unit=unit, drop=-rows["logit_diff_change"]).pivot_table(
         index="sample", columns="unit", values="drop", aggfunc="first"
     )
-
-
-def _mean_ci(values: pd.Series, seed: int) -> tuple[float, float, float, int]:
-    """Mean over clips, its two-sided 95% bootstrap interval (widened to hold the mean) and n."""
-    d = values.dropna().to_numpy(float)
-    if not d.size:
-        return float("nan"), float("nan"), float("nan"), 0
-    lo, hi = stats.bootstrap_mean_ci(d, seed=seed)
-    mean = float(d.mean())
-    return mean, min(lo, mean), max(hi, mean), int(d.size)
 
 
 def head_map(per_head: pd.DataFrame, top: list[str], path, title: str):
@@ -85,22 +74,12 @@ class Heads(Analysis):
         """Each clip with every (layer, head) knockout and every whole-layer knockout at a single layer."""
         if not ctx.samples:
             return {}
-        opts, labels, lalm = ctx.exp.heads, ctx.labels, ctx.lalm
+        opts, lalm = ctx.exp.heads, ctx.lalm
         layers = checked_layers(lalm, opts.layers, "heads.layers") or range(lalm.n_layers)
         q, k = opts.query, opts.key
         specs = [KnockoutSpec(la, la + 1, q, k, (h,)) for la in layers for h in range(lalm.n_heads)]
         specs += [KnockoutSpec(la, la + 1, q, k) for la in layers]
-        tables = []
-        for s in ctx.samples:
-            try:
-                t = knockout(lalm, [ctx.prepared(s, build_prompt(s, ctx.exp.prompt))], specs, labels.token_ids,
-                             [labels.index(s.label)], max_batch=opts.max_batch, progress=False)  # fmt: skip
-            except PatchlabError as e:
-                ctx.skip(s, e, "heads")
-                continue
-            t.insert(0, "track", s.track)
-            tables.append(t)
-        return {"heads": pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()}
+        return {"heads": clip_knockouts(ctx, specs, opts.max_batch, "heads")}
 
     def merge(self, m: Merged) -> None:
         rows = m.table("heads")
@@ -118,9 +97,10 @@ class Heads(Analysis):
             per_head = []
             for u in units:
                 layer, head = map(int, u.split("."))
-                mean, lo, hi, n = _mean_ci(drops[u], exp.seed)
-                per_head.append(dict(track=track, layer=layer, head=head, drop=mean, lo=lo, hi=hi, n=n,
-                                     rank=ranked.index(u) + 1))  # fmt: skip
+                d = stats.mean_interval("drop", drops[u], exp.seed)
+                n = int(drops[u].notna().sum())
+                per_head.append(dict(track=track, layer=layer, head=head, drop=d["drop"], lo=d["drop_lo"],
+                                     hi=d["drop_hi"], n=n, rank=ranked.index(u) + 1))  # fmt: skip
             per_head = pd.DataFrame(per_head).sort_values(["layer", "head"], ignore_index=True)
             write_table(m.out / "tables" / f"heads_{track}.csv", per_head)
             for u in top:
@@ -134,18 +114,16 @@ class Heads(Analysis):
                 f"{track}: the top {len(top)} heads carry at least half of what knocking out their whole layers does "
                 f"(held-out clips; top heads' drop − {HALF:g} × the layers' drop > 0)",
                 carried, HALF * whole, seed=exp.seed).matters(stats.MIN_EFFECT["logit"])))  # fmt: skip
-            top_drop, top_lo, top_hi, n = _mean_ci(carried, exp.seed)
-            layers_drop, layers_lo, layers_hi, _ = _mean_ci(whole, exp.seed)
+            top_drop = stats.mean_interval("top_drop", carried, exp.seed)
+            layers_drop = stats.mean_interval("layers_drop", whole, exp.seed)
             m.track_summary(track)["heads"] = {
                 "top": top,
                 "selection_clips": len(select),
-                "held_out_clips": n,
-                "top_drop_held_out": top_drop,
-                "top_drop_lo": top_lo,
-                "top_drop_hi": top_hi,
-                "layers_drop_held_out": layers_drop,
-                "layers_drop_lo": layers_lo,
-                "layers_drop_hi": layers_hi,
+                "held_out_clips": int(carried.notna().sum()),
+                "top_drop_held_out": top_drop.pop("top_drop"),
+                **top_drop,
+                "layers_drop_held_out": layers_drop.pop("layers_drop"),
+                **layers_drop,
             }
             title = f"{track}: {opts.query} → {opts.key} knocked out per head, {drops.shape[0]} clips"
             path = head_map(per_head, top, m.out / "plots" / f"heads_{track}.png", title)

@@ -12,7 +12,7 @@ from .. import findings as F
 from ..data import build_prompt
 from ..errors import PatchlabError
 from ..io import write_table
-from ..patching.knockout import knockout, window_specs
+from ..patching.knockout import KnockoutSpec, knockout, window_specs
 from ..report import plots
 from ..vocabulary import REGION_NAMES
 from .base import Analysis, Int, Merged, Options, ShardContext, checked_layers
@@ -26,6 +26,21 @@ class KnockoutOptions(Options):
     max_batch: Int = Field(64, ge=1)
 
 
+def clip_knockouts(ctx: ShardContext, specs: list[KnockoutSpec], max_batch: int, analysis: str) -> pd.DataFrame:
+    """Every knockout of `specs` on each clean clip of the shard (a clip whose run fails becomes a skipped row)."""
+    labels, tables = ctx.labels, []
+    for s in ctx.samples:
+        try:
+            t = knockout(ctx.lalm, [ctx.prepared(s, build_prompt(s, ctx.exp.prompt))], specs, labels.token_ids,
+                         [labels.index(s.label)], max_batch=max_batch, progress=False)  # fmt: skip
+        except PatchlabError as e:
+            ctx.skip(s, e, analysis)
+            continue
+        t.insert(0, "track", s.track)
+        tables.append(t)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
 class Knockout(Analysis):
     name = "knockout"
     Options = KnockoutOptions
@@ -34,20 +49,10 @@ class Knockout(Analysis):
         """Each clean clip with every (query -> key) knockout window."""
         if not ctx.samples:
             return {}
-        opts, labels = ctx.exp.knockout, ctx.labels
+        opts = ctx.exp.knockout
         layers = checked_layers(ctx.lalm, opts.layers, "knockout.layers")
         specs = window_specs(ctx.lalm.n_layers, [tuple(p) for p in opts.pairs], layers)
-        tables = []
-        for s in ctx.samples:
-            try:
-                t = knockout(ctx.lalm, [ctx.prepared(s, build_prompt(s, ctx.exp.prompt))], specs, labels.token_ids,
-                             [labels.index(s.label)], max_batch=opts.max_batch, progress=False)  # fmt: skip
-            except PatchlabError as e:
-                ctx.skip(s, e, "knockout")
-                continue
-            t.insert(0, "track", s.track)
-            tables.append(t)
-        return {"knockout": pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()}
+        return {"knockout": clip_knockouts(ctx, specs, opts.max_batch, "knockout")}
 
     def merge(self, m: Merged) -> None:
         knock = m.table("knockout")

@@ -156,9 +156,10 @@ class Steer(Analysis):
             n_direction = int(m.tables["steer_direction"].query("track == @track")["sample"].nunique())
             curves = []
             for (la, a), h in g.groupby(["layer", "alpha"], sort=True):
+                change = h["logit_diff"] - h["base_logit_diff"]
                 curves.append({"track": track, "layer": int(la), "alpha": float(a), "n": int(len(h)),
-                               **_mean_ci("logit_diff_change", h["logit_diff"] - h["base_logit_diff"], exp.seed),
-                               **_mean_ci("acc_change", h["acc"] - h["base_acc"], exp.seed)})  # fmt: skip
+                               **stats.mean_interval("logit_diff_change", change, exp.seed),
+                               **stats.mean_interval("acc_change", h["acc"] - h["base_acc"], exp.seed)})  # fmt: skip
                 hypothesis = (
                     f"{track}: adding {a:g} × the audio − silence direction (from {n_direction} other clips) at layer "
                     f"{la}, final position, raises the answer's logit difference on held-out clips"
@@ -171,11 +172,3 @@ class Steer(Analysis):
             m.track_summary(track)["steering"] = {"direction_clips": n_direction, "curves": records}
             title = f"{track}: steering toward the audio, {g['sample'].nunique()} held-out clips"
             m.plot(f"Steering: {track}", steer_curve(curves, m.out / "plots" / f"steering_{track}.png", title))
-
-
-def _mean_ci(name: str, values: pd.Series, seed: int) -> dict[str, float]:
-    """`name`, `name_lo`, `name_hi`: the mean over clips and its 95% bootstrap interval (widened to hold it)."""
-    d = values.to_numpy(float)
-    lo, hi = stats.bootstrap_mean_ci(d, seed=seed)
-    mean = float(d.mean())
-    return {name: mean, f"{name}_lo": min(lo, mean), f"{name}_hi": max(hi, mean)}
