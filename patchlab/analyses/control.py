@@ -93,7 +93,7 @@ class Control(Analysis):
                                **stats.mean_interval("p_answer", mine["p_answer"], exp.seed),
                                **stats.mean_interval("answer_layer", mine["answer_layer"], exp.seed)}  # fmt: skip
                 if cond != "audio":
-                    m.tested += [(track, v) for v in _verdicts(track, cond, right, prior, real, mine, heard, exp.seed)]
+                    m.tested += [(track, v) for v in _verdicts(track, cond, real, mine, heard, exp.seed)]
             m.track_summary(track)["control"] = entry
             curves = g.groupby(["condition", "layer"], sort=False)["p_answer"].mean().reset_index()
             write_table(m.out / "tables" / f"control_curves_{track}.csv", curves.assign(track=track))
@@ -101,12 +101,11 @@ class Control(Analysis):
             m.plot(f"No-audio control: {track}", _curves(curves, m.out / "plots" / f"control_{track}.png", title))
 
 
-def _verdicts(track: str, cond: str, right: np.ndarray, prior: float, real: pd.DataFrame, mine: pd.DataFrame,
-              heard: pd.DataFrame, seed: int) -> list[stats.Verdict]:  # fmt: skip
-    """Without audio: does the answer still beat a constant guess, is the model less sure, does it form later?"""
-    leak = stats.above_chance(
-        f"{track}: with the audio replaced by {cond} the answer still beats a constant guess (the prompt or a label "
-        "prior gives it away)", right, prior)  # fmt: skip
+def _verdicts(track: str, cond: str, real: pd.DataFrame, mine: pd.DataFrame, heard: pd.DataFrame,
+              seed: int) -> list[stats.Verdict]:  # fmt: skip
+    """Without audio: is the model less sure of its answer, does the answer form later? (Its accuracy against a
+    constant guess is reported with its interval, not tested: at a few hundred clips no test can tell it within the
+    smallest effect that matters, 0.05, in either direction.)"""
     unsure = stats.paired(
         f"{track}: the model is less sure of its answer with the audio replaced by {cond} (p of the answer, real "
         f"audio − {cond}, paired by clip)", real["p_answer"], mine["p_answer"].reindex(real.index),
@@ -115,8 +114,7 @@ def _verdicts(track: str, cond: str, right: np.ndarray, prior: float, real: pd.D
         f"{track}: an answer without audio ({cond}) forms at a later layer than a right answer on the real audio "
         "(answer layer, paired by clip)", mine["answer_layer"].reindex(heard.index).astype(float),
         heard["answer_layer"].astype(float), seed=seed)  # fmt: skip
-    return [leak.matters(stats.MIN_EFFECT["accuracy"]), unsure.matters(stats.MIN_EFFECT["p_true"]),
-            later.matters(stats.MIN_EFFECT["layers"])]  # fmt: skip
+    return [unsure.matters(stats.MIN_EFFECT["p_true"]), later.matters(stats.MIN_EFFECT["layers"])]
 
 
 def _curves(curves: pd.DataFrame, path, title: str):
