@@ -38,7 +38,6 @@ if TYPE_CHECKING:  # a type hint only: the experiment schema is built from this 
 REGISTRY: tuple[Analysis, ...] = (
     Lens(), Patch(), Ground(), Enrich(), Knockout(), Heads(), Steer(), Probe(), Findings(), Cue(), Control()
 )  # fmt: skip
-BY_NAME = {a.name: a for a in REGISTRY}
 DEFAULT = ["lens", "patch", "ground"]  # what an experiment runs when it names no analyses
 
 
@@ -49,7 +48,7 @@ def usable(lalm: HookedLALM, exp: Experiment, samples: list, pool: list, labels)
     patching analyses (it keeps its lens rows). Each becomes a skipped row (track, sample, path, analysis, error, fix).
     """
     ok, waves, pairs, skipped = [], {}, {}, []
-    needs_pair = bool({"patch", "ground", "cue"} & set(exp.analyses))
+    needs_pair = any(a.pairs and a.wanted(exp) for a in REGISTRY)
     for s in samples:
         try:
             waves[s.id] = load_clip(lalm, s.path)

@@ -125,6 +125,7 @@ class Analysis:
     Options: ClassVar[type[Options] | None] = None
     clips: ClassVar[tuple[str, ...]] = ()  # its shard tables whose clips the run rests on (summary's rests_on)
     second_phase: ClassVar[str] = ""  # the name of its second phase's shards, if it has one
+    pairs: ClassVar[bool] = False  # its shard stage reads the clips' clean/corrupted pairs (built once per shard)
 
     def wanted(self, exp: Experiment) -> bool:
         """Whether its per-shard stage runs in `exp`."""

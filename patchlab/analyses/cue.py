@@ -41,6 +41,7 @@ class Cue(Analysis):
     name = "cue"
     Options = CueOptions
     clips = ("cue",)
+    pairs = True
 
     def shard(self, ctx: ShardContext) -> dict[str, pd.DataFrame]:
         samples = ctx.paired

@@ -87,6 +87,7 @@ class Patch(Analysis):
     name = "patch"
     Options = PatchOptions
     clips = ("patch",)
+    pairs = True
 
     def wanted(self, exp) -> bool:
         return "patch" in exp.analyses or "ground" in exp.analyses  # grounding reads the patching rows

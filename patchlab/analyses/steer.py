@@ -128,9 +128,7 @@ class Steer(Analysis):
         vectors = direction(ctx.first("steer_direction"))
         settings = [(la, a) for la in sorted(vectors) for a in exp.steer.alphas]
         rows = []
-        for s in ctx.samples:
-            if s.id not in payload:
-                continue
+        for s in ctx.samples:  # a second-phase shard holds the clips of its payload alone
             batch = ctx.prepared(s, build_prompt(s, exp.prompt))
             truth = labels.index(s.label)
             run = clean_run(lalm, batch)
