@@ -24,6 +24,7 @@ _PUBLIC = {
     "lens": ".lens",
     "lens_logits": ".lens",
     "load": ".models",
+    "load_translators": ".tuned",
     "make_tiny": ".models",
     "record": ".record",
 }

@@ -1,4 +1,4 @@
-"""The `patchlab` command: demo, run, check, mini, models, make-tiny, lens, patch."""
+"""The `patchlab` command: demo, run, check, mini, models, make-tiny, lens, tuned-lens, patch."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def cmd_lens(args: argparse.Namespace) -> None:
     from .experiment import from_dict
     from .runner import run
 
-    options = {k: getattr(args, k) for k in ("last_text", "audio_bins", "alpha", "weight")}
+    options = {k: getattr(args, k) for k in ("last_text", "audio_bins", "alpha", "weight", "kind", "translators")}
     config = dict(name=f"lens {args.track}", model=args.model, data=str(args.data), tracks=[args.track],
                   analyses=["lens"], formats=[args.prompt], prompt=args.prompt, limit=args.limit, seed=args.seed,
                   device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
@@ -208,6 +208,49 @@ def cmd_mini(args: argparse.Namespace) -> None:
         if args.out:
             write_table(Path(args.out) / "per_clip.csv", per_clip)
             write_json(Path(args.out) / "accuracy.json", table.set_index("track").to_dict(orient="index"))
+
+
+def cmd_tuned_lens(args: argparse.Namespace) -> None:
+    """Train a tuned lens for a model on its own prompts with the clips of --data (a seeded share held out)."""
+    import numpy as np
+
+    from .data import fingerprint, load_track, tracks
+    from .models import load
+    from .outdir import claim
+    from .preflight import check_audio, check_device
+    from .provenance import model_fingerprint
+    from .tuned import digest, save_translators, train_translators
+
+    if not 0 < args.held_out < 1:
+        raise PatchlabError(f"--held-out {args.held_out} is not a share of the clips", "give a number between 0 and 1")
+    train, held = [], []
+    for track in args.track or tracks(args.data):
+        clips = load_track(args.data, track, args.limit, args.seed)
+        order = np.random.default_rng(args.seed).permutation(len(clips))
+        k = max(1, round(args.held_out * len(clips)))
+        held += [clips[i] for i in order[:k]]
+        train += [clips[i] for i in order[k:]]
+    check_device(args.device)
+    check_audio(train + held)
+    out = claim(args.out, "tuned-lens")
+    lalm = load(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    t, log = train_translators(
+        lalm, train, held, rank=args.rank, epochs=args.epochs, lr=args.lr, per_clip=args.positions, seed=args.seed
+    )
+    card = {
+        "model": args.model, "data": str(args.data), "random_weights": lalm.is_random,
+        "data_fingerprint": {t: fingerprint(args.data, t) for t in sorted({s.track for s in train + held})},
+        "model_fingerprint": model_fingerprint(args.model), "command": "patchlab " + " ".join(sys.argv[1:]), **log,
+        "training_clips": sorted(digest(s.path) for s in train), "held_out_clips": sorted(digest(s.path) for s in held),
+    }  # fmt: skip
+    path = save_translators(t, out, card)
+    print(f"{len(train)} training clips, {len(held)} held out; {log['seconds_total']:.0f} s; loss per epoch "
+          + ", ".join(f"{x:.2f}" for x in log["loss_per_epoch"]))  # fmt: skip
+    print("held-out KL(final distribution || each layer's read-out), nats, mean over the held-out positions:")
+    print("layer  logit lens  tuned lens")
+    for la, (a, b) in enumerate(zip(log["held_out_kl_logit"], log["held_out_kl_tuned"])):
+        print(f"{la:5d}  {a:10.2f}  {b:10.2f}")
+    print(f"tuned lens -> {path}")
 
 
 def cmd_patch(args: argparse.Namespace) -> None:
@@ -546,12 +589,40 @@ def parser() -> argparse.ArgumentParser:
     _trust(q)
     p.set_defaults(fn=cmd_mini)
 
-    p = sub.add_parser("lens", help="logit lens: information scores and critical layers")
+    p = sub.add_parser("tuned-lens", help="train a tuned lens (per-layer translators) for a model")
+    p.add_argument("--model", required=True, help="checkpoint folder, patchlab-mini or patchlab-mini-qformer")
+    p.add_argument("--data", required=True, help="SAKURA-format training clips (not the clips you will analyse)")
+    p.add_argument("--track", action="append", default=None, help="repeatable; default all tracks")
+    p.add_argument("--limit", type=positive_int, default=None, help="N clips per track: a stratified random sample")
+    p.add_argument("--held-out", type=float, default=0.2, help="share of each track held out (default: %(default)s)")
+    p.add_argument("--rank", type=positive_int, default=16, help="rank of each translator (default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=4, help="passes over the positions (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--positions", type=positive_int, default=6, help="positions read per clip and prompt format, "
+                   "the final one included (default: %(default)s)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, positions and training")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or one patchlab wrote)")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    _trust(p)
+    p.set_defaults(fn=cmd_tuned_lens)
+
+    p = sub.add_parser("lens", help="logit (or tuned) lens: information scores and critical layers")
     _common(p)
     p.add_argument("--last-text", type=int, default=5, help="number of last text positions to score")
     p.add_argument("--audio-bins", type=int, default=10, help="relative bins over the audio span")
     p.add_argument("--alpha", type=float, default=0.2, help="chance threshold tau = (1 + alpha) / |Y|")
     p.add_argument("--weight", default="excess", choices=["excess", "score"], help="critical-layer weights")
+    p.add_argument(
+        "--kind",
+        default="logit",
+        choices=["logit", "tuned"],
+        help="logit lens, or the tuned lens (each layer through its trained translator; default: %(default)s)",
+    )
+    p.add_argument(
+        "--translators",
+        default=None,
+        help="the tuned lens' weights from `patchlab tuned-lens` (default: the small models' committed ones)",
+    )
     p.set_defaults(fn=cmd_lens)
 
     p = sub.add_parser("patch", help="activation patching of clean into corrupted runs (or back)")

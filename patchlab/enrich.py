@@ -1,8 +1,8 @@
 """AudioLens' training-free enrichment: mix an earlier layer's state into a deeper one at the final position.
 
 h_deep <- h_deep + c * h_early (or their mean, c = "mean"), where h_l is the residual stream entering layer l.
-Every (early, deep, c) of a grid runs in one batched forward of the final position only: it resumes at the
-lowest deep layer from the recorded clean run and attends to the clean run's cached keys/values.
+Every (early, deep, c) of a grid runs in one batched forward of the final position only, as steering additions
+(patchlab.steering): resumed at the lowest deep layer from the recorded clean run, attending to its keys/values.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import pandas as pd
 import torch
 
 from .errors import PatchlabError, nonfinite_fix
-from .hooks import PrefixKV, hooked, run_from_layer, suffix_kwargs
-from .metrics import wide
 from .models.base import Batch, HookedLALM
 from .record import clean_run
+from .steering import Addition, steered_logits
 
 
 @dataclass(frozen=True)
@@ -43,30 +42,16 @@ def grid(n_layers: int, coefficients: Sequence[float | str] = (0.5, 1.0, "mean")
 def enriched_logits(
     lalm: HookedLALM, batch: Batch, combos: Sequence[Enrichment], label_ids: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Label-set logits at the final position: (the unedited run, (len(combos), |Y|) with each combo applied)."""
-    rows = torch.tensor(list(label_ids), device=lalm.device)
-    run = clean_run(lalm, batch)
-    clean = run.cache
+    """Label-set logits at the final position: (the unedited run, (len(combos), |Y|) with each combo applied), each
+    combo a steering addition of the clip's own earlier state (c = "mean": keep and alpha 1/2)."""
+    clean = clean_run(lalm, batch).cache
     base = clean.final_logits[0, list(label_ids)]
-    n, length = len(combos), batch.length
-    p0 = length - 1
-    prefix = PrefixKV(run.keys, run.values, p0)
-    kwargs = suffix_kwargs(run.layer_kwargs, p0, length, lalm.dtype)
-    edits = {}
-    for deep in sorted({c.deep for c in combos}):
-        mine = [(r, c) for r, c in enumerate(combos) if c.deep == deep]
-        add = torch.zeros((n, 1, lalm.d_model), dtype=lalm.dtype, device=lalm.device)
-        keep = torch.ones((n, 1, 1), dtype=lalm.dtype, device=lalm.device)
-        for r, c in mine:
-            h_early = clean[("resid_pre", c.early)][0, -1]
-            add[r, 0] = h_early * (0.5 if c.c == "mean" else float(c.c))
-            keep[r] = 0.5 if c.c == "mean" else 1.0
-        edits[("resid_pre", deep)] = lambda x, add=add, keep=keep: x * keep + add
-    start = min(c.deep for c in combos)
-    h0 = clean[("resid_pre", start)][:, p0:].expand(n, -1, -1).contiguous()
-    with torch.no_grad(), hooked(lalm, edits=edits):
-        out = wide(lalm.unembed(run_from_layer(lalm, h0, start, kwargs, prefix)[:, -1], rows))
-    return base, out
+    additions = [
+        Addition(c.deep, 0.5 if c.c == "mean" else float(c.c), clean[("resid_pre", c.early)][0, -1],
+                 0.5 if c.c == "mean" else 1.0)
+        for c in combos
+    ]  # fmt: skip
+    return base, steered_logits(lalm, batch, additions, label_ids)
 
 
 def enrichment_rows(lalm: HookedLALM, batch: Batch, combos: Sequence[Enrichment], label_ids, truth: int) -> list:

@@ -27,7 +27,10 @@ from .runner import finished_tables, is_random
 
 RECORD = "run.json"  # a run's record (config, identity, versions), kept as the run wrote it
 SUFFIX = ".parquet"
-UNREAD = {"lens": re.compile(r"margin|p_(?!true$).+")}  # columns of a table that no statistic reads
+UNREAD = {  # columns of a table that no statistic reads (the steering vectors: read by the second phase alone)
+    "lens": re.compile(r"margin|p_(?!true$).+"),
+    "steer_direction": re.compile(r"v\d+"),
+}
 
 
 def compact(name: str, table: pd.DataFrame) -> pd.DataFrame:

@@ -16,20 +16,25 @@ from .errors import PatchlabError, nonfinite_fix
 from .hooks import hooked
 from .metrics import wide
 from .models.base import Batch, HookedLALM
+from .tuned import Translators
 
 WEIGHTS = ("excess", "score")
 
 
-def lens_logits(lalm: HookedLALM, batch: Batch, token_ids: Sequence[int] | None = None) -> torch.Tensor:
-    """Residual stream after each layer through the final norm and unembedding, in one forward.
+def lens_logits(
+    lalm: HookedLALM, batch: Batch, token_ids: Sequence[int] | None = None, translators: Translators | None = None
+) -> torch.Tensor:
+    """Residual stream after each layer through the final norm and unembedding, in one forward (through each layer's
+    translator first for the tuned lens).
 
     Returns (layers, batch, positions, vocab) or, with `token_ids`, only those vocabulary columns.
     The last layer's row equals the model's own logits (transformers applies the final norm once, as here).
     """
     rows = None if token_ids is None else torch.tensor(list(token_ids), device=lalm.device)
     out: list[torch.Tensor | None] = [None] * lalm.n_layers
+    read = (lambda h, la: h) if translators is None else translators
     reads = {
-        ("resid_post", la): (lambda h, la=la: out.__setitem__(la, wide(lalm.unembed(h, rows)).cpu()))
+        ("resid_post", la): (lambda h, la=la: out.__setitem__(la, wide(lalm.unembed(read(h, la), rows)).cpu()))
         for la in range(lalm.n_layers)
     }
     with torch.no_grad(), hooked(lalm, reads=reads):
@@ -194,11 +199,14 @@ class LensResult:
         }
 
 
-def sample_lens(lalm: HookedLALM, batch: Batch, labels: LabelSet, last_text: int, audio_bins: int) -> list[dict]:
+def sample_lens(
+    lalm: HookedLALM, batch: Batch, labels: LabelSet, last_text: int, audio_bins: int,
+    translators: Translators | None = None,
+) -> list[dict]:  # fmt: skip
     """What the lens sees for one prepared sample at each (layer, position group): correctness of the argmax over
     the label set, p(true) and every label's probability over the set, the margin (true logit minus the best other)
     and the true label's rank; means over a group's positions, the argmax only at single positions."""
-    logits = lens_logits(lalm, batch, labels.token_ids)[:, 0].double()  # (layers, positions, |Y|)
+    logits = lens_logits(lalm, batch, labels.token_ids, translators)[:, 0].double()  # (layers, positions, |Y|)
     check_finite_logits(logits, batch.meta[0].get("id", "?"), lalm.dtype)
     truth = labels.index(batch.meta[0]["label"])
     argmax = logits.argmax(-1)
@@ -236,12 +244,13 @@ def lens(
     progress: bool = True,
     answers: bool = True,
     label_space: str = "auto",
+    translators: Translators | None = None,
 ) -> LensResult:
     """Run the logit lens over clips in memory (a notebook's call; `patchlab lens` and `patchlab run` run the `lens`
     analysis): information score I(l, i) = accuracy of argmax over the label set.
 
     With `answers`, each clip's rows also carry the model's own answer to SAKURA's multiple-choice question
-    (`answer`, `answer_correct`).
+    (`answer`, `answer_correct`); with `translators` (`patchlab.load_translators`), the tuned lens.
     """
     if not samples:
         raise PatchlabError("no samples to run the lens on", "check --data/--track/--limit")
@@ -250,7 +259,7 @@ def lens(
     for s in tqdm(samples, desc="logit lens", disable=not progress, unit="clip"):
         wave = load_clip(lalm, s.path)
         batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(s, fmt), id=s.id, label=s.label)
-        got = sample_lens(lalm, batch, ls, last_text, audio_bins)
+        got = sample_lens(lalm, batch, ls, last_text, audio_bins, translators)
         if answers and s.options:
             choice = option_choice(lalm, s, wave=wave)
             for r in got:
@@ -271,6 +280,7 @@ def lens(
         alpha,
         weight,
         {"format": fmt, "model": lalm.source, "random_weights": lalm.is_random,
+         "lens": "logit" if translators is None else "tuned",
          "label_critical_layers": label_critical_layers(per, n, alpha, weight),
          "clips_never_above_chance": int(clips["never_above_chance"].sum()),
          "clip_critical_layer_median": float(clips["critical_layer"].median())},

@@ -75,6 +75,7 @@ def preflight(exp: Experiment) -> None:
     layers = {f"{k}.layers": getattr(exp, k).layers for k, opts in SECTIONS.items() if "layers" in opts.model_fields}
     for model in exp.models or [exp.model]:
         check_layers(model, layers)
+    analyses.check(exp)
 
 
 def model_for(exp: Experiment):
@@ -192,6 +193,9 @@ def _start(exp: Experiment, out: Path, resume: bool, small: bool) -> str:
     """Record the run's identity in run.json, or check a resumed run's against it; returns the run id."""
     meta = out / "run.json"
     ident = run_identity(exp)
+    inputs = analyses.inputs(exp)
+    if inputs:  # absent when no analysis reads other files, so older runs keep their identity
+        ident["inputs"] = inputs
     run_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     record = {
         "name": exp.name,
@@ -227,6 +231,11 @@ def _start(exp: Experiment, out: Path, resume: bool, small: bool) -> str:
                 f"{out} holds a run on other data: the contents of track(s) {', '.join(changed)} under {exp.data} "
                 "changed since it started (metadata.csv or audio files)",
                 "restore the data as it was to resume, or run the changed data into a new --out",
+            )
+        if old.get("inputs") != record.get("inputs"):
+            raise PatchlabError(
+                f"{out} holds results read through other files ({old.get('inputs')}; now {record.get('inputs')})",
+                "resume with the files that started the run, or start the run again in a new --out",
             )
         if old.get("code_fingerprint") != record["code_fingerprint"]:
             raise PatchlabError(

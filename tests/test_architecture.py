@@ -19,6 +19,8 @@ LAYERS = [
         [
             "patching",
             "lens",
+            "tuned",
+            "steering",
             "grounding",
             "enrich",
             "probe",

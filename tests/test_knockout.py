@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import FAMILIES
@@ -11,8 +13,12 @@ from conftest import FAMILIES
 import patchlab
 from patchlab.data import tone
 from patchlab.errors import PatchlabError
-from patchlab.patching.knockout import KnockoutSpec, knockout, knockout_logits, window_specs
+from patchlab.experiment import from_dict
+from patchlab.hooks import hooked
+from patchlab.patching.attribution import head_attribution
+from patchlab.patching.knockout import KnockoutSpec, knocked_out, knockout, knockout_logits, window_specs
 from patchlab.patching.reference import knockout_by_hand
+from patchlab.runner import run
 
 PAIRS = (("final", "audio"), ("text", "audio"), ("final", "text"), ("all", "audio"))
 
@@ -81,3 +87,46 @@ def test_knockout_table_reports_change_from_clean(qwen):
     # knocking out from the last layer moves less than knocking out from layer 0, where every layer is blocked
     fa = t[t.knockout == "final->audio"].set_index("start")["kl"]
     assert fa.loc[0] >= fa.loc[qwen.n_layers - 1] >= 0
+
+
+def test_attribution_over_heads_ranks_the_heads_as_their_exact_knockouts_do(qwen):
+    """AtP over heads: the knocked-out output of each head at its own layer is exact (the whole layer blocked gives
+    each head's one-head knockout output), and the linearized rest ranks the heads as the exact knockouts do."""
+    batch = _inputs(qwen)
+    ids, layers = [qwen.token_id(" female"), qwen.token_id(" male")], list(range(qwen.n_layers))
+    est = head_attribution(qwen, batch, layers, "final", "audio", ids, 0)
+    specs = [KnockoutSpec(la, la + 1, "final", "audio", (h,)) for la in layers for h in range(qwen.n_heads)]
+    exact = knockout(qwen, [batch], specs, ids, [0], progress=False)
+    exact = exact.assign(h=exact["heads"].astype(int)).sort_values(["start", "h"])["logit_diff_change"].to_numpy()
+    assert est.shape == (len(layers), qwen.n_heads)
+    assert np.corrcoef(est.numpy().ravel(), exact)[0, 1] > 0.95
+    assert np.abs(exact).max() > 1e-3  # the heads do matter: not two clean runs compared
+    outs = {}
+    for name, spec in (
+        ("one", KnockoutSpec(1, 2, "final", "audio", (1,))),
+        ("all", KnockoutSpec(1, 2, "final", "audio")),
+    ):
+        with (
+            torch.no_grad(),
+            knocked_out(qwen, [spec], batch.regions[0]),
+            hooked(qwen, reads={("head_out", 1): lambda x, name=name: outs.__setitem__(name, x[0, -1, 1].clone())}),
+        ):
+            qwen.forward(batch)
+    assert torch.equal(outs["one"], outs["all"])  # head 1's output does not depend on the other heads' masks
+
+
+def test_screened_heads_verify_the_top_by_attribution_exactly(tiny_dir, toy_data, tmp_path):
+    exp = from_dict(dict(name="h", model=str(tiny_dir("qwen2_audio")), data=str(toy_data), tracks=["Gender"],
+                         analyses=["heads"], limit=6, shard_size=3, dtype="float64",
+                         heads={"top_k": 2, "verify_top": 3}), "test")  # fmt: skip
+    summary = run(exp, tmp_path / "run", progress=False)
+    heads = pd.read_csv(tmp_path / "run" / "tables" / "heads.csv")
+    atp = pd.concat(pd.read_csv(p) for p in (tmp_path / "run" / "shards").glob("Gender-000*/heads_atp.csv"))
+    verified = heads.dropna(subset=["heads"])
+    assert verified["sample"].nunique() == 6 and verified.groupby("sample").size().eq(3).all()
+    entry = summary["tracks"]["Gender"]["heads"]
+    assert entry["verified"] == 3 and entry["screened"] == atp.groupby(["layer", "head"]).ngroups
+    assert set(entry["top"]) <= {f"{int(r.start)}.{int(r.heads)}" for r in verified.itertuples()}
+    assert any("ranks the 3 heads" in v["hypothesis"] for v in summary["verdicts"])
+    with pytest.raises(PatchlabError, match="at least top_k"):
+        from_dict({**exp.config(), "heads": {"top_k": 3, "verify_top": 2}}, "test")

@@ -31,12 +31,13 @@ from .lens import Lens
 from .patch import Patch
 from .probe import Probe
 from .steer import Steer
+from .tuned import Tuned
 
 if TYPE_CHECKING:  # a type hint only: the experiment schema is built from this registry
     from ..experiment import Experiment
 
 REGISTRY: tuple[Analysis, ...] = (
-    Lens(), Patch(), Ground(), Enrich(), Knockout(), Heads(), Steer(), Probe(), Findings(), Cue(), Control()
+    Lens(), Tuned(), Patch(), Ground(), Enrich(), Knockout(), Heads(), Steer(), Probe(), Findings(), Cue(), Control()
 )  # fmt: skip
 DEFAULT = ["lens", "patch", "ground"]  # what an experiment runs when it names no analyses
 
@@ -94,6 +95,18 @@ def second_phases(
 ) -> list[tuple[str, dict[str, tuple]]]:
     """Each analysis' second phase for `track` (phase name, clip -> payload), from its finished first phase."""
     return [(a.second_phase, extra) for a in REGISTRY if a.second_phase and (extra := a.plan_second(exp, track, first))]
+
+
+def check(exp: Experiment) -> None:
+    """Every analysis the experiment runs refuses what it cannot use, before any work."""
+    for a in REGISTRY:
+        if a.wanted(exp):
+            a.check(exp)
+
+
+def inputs(exp: Experiment) -> dict[str, str]:
+    """The files besides model, data and code the experiment's rows depend on (name -> digest)."""
+    return {k: v for a in REGISTRY if a.wanted(exp) for k, v in a.inputs(exp).items()}
 
 
 def rests_on(exp: Experiment, tables: dict[str, pd.DataFrame]) -> dict:

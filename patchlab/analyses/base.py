@@ -131,6 +131,14 @@ class Analysis:
         """Whether its per-shard stage runs in `exp`."""
         return self.name in exp.analyses
 
+    def check(self, exp: Experiment) -> None:
+        """Refuse what it cannot use before a model loads or a file is written (the run's preflight)."""
+
+    def inputs(self, exp: Experiment) -> dict[str, str]:
+        """Files besides the model, data and code that its rows depend on (name -> digest): part of the run's
+        identity, so a resumed run refuses to mix rows of other such files."""
+        return {}
+
     def shard(self, ctx: ShardContext) -> dict[str, pd.DataFrame]:
         """Its rows of one shard (tables keyed by name; skipped clips through `ctx.skip`)."""
         return {}

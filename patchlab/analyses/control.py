@@ -4,7 +4,7 @@ of it, and the layer where it forms, against the same clips with their real audi
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,6 +18,10 @@ from ..io import write_table
 from ..lens import lens_logits
 from ..report import plots
 from .base import Analysis, Merged, Options, ShardContext
+from .lens import check_tuned, reader, tuned_inputs
+
+if TYPE_CHECKING:  # a type hint only: the experiment schema is built from this package's registry
+    from ..experiment import Experiment
 
 REPLACEMENTS = ("silence", "noise")
 
@@ -49,11 +53,18 @@ class Control(Analysis):
     name = "control"
     Options = ControlOptions
 
+    def check(self, exp: Experiment) -> None:
+        if exp.lens.kind == "tuned":
+            check_tuned(exp)
+
+    def inputs(self, exp: Experiment) -> dict[str, str]:
+        return tuned_inputs(exp) if exp.lens.kind == "tuned" else {}
+
     def shard(self, ctx: ShardContext) -> dict[str, pd.DataFrame]:
         """Per clip and condition (the real audio, each replacement) and layer: the final position's label-set
         probabilities through the logit lens, the answer (last layer) and the layer it forms at."""
         lalm, exp, labels = ctx.lalm, ctx.exp, ctx.labels
-        rows = []
+        rows, translators = [], reader(ctx)
         for s in ctx.samples:
             truth = labels.index(s.label)
             for condition in ("audio", *exp.control.replace):
@@ -61,7 +72,7 @@ class Control(Analysis):
                 wave = wave if condition == "audio" else replaced(wave, condition, s.id, exp.seed)
                 batch = lalm.prepare(wave, lalm.sampling_rate, build_prompt(s, exp.prompt), id=s.id, label=s.label)
                 try:
-                    logits = lens_logits(lalm, batch, labels.token_ids)[:, 0, -1].double()
+                    logits = lens_logits(lalm, batch, labels.token_ids, translators)[:, 0, -1].double()
                 except PatchlabError as e:
                     ctx.skip(s, e, f"control[{condition}]")
                     continue

@@ -37,6 +37,14 @@ def cue_prompt(sample: Sample, fmt: str, cue_label: str) -> Prompt:
     return Prompt(f"Note: the {attr} is {verbalize(cue_label, 'qa')}. {base.instruction}".strip(), base.prefix)
 
 
+def conflicting(sample: Sample, labels: list[str], seed: int) -> str:
+    """The label a conflicting cue names for `sample`: one of the others, drawn by the clip (seeded)."""
+    key = draw_key(sample.id)
+    rng = np.random.default_rng([seed, len(key), sum(map(ord, key))])
+    others = [la for la in labels if la != sample.label]
+    return others[int(rng.integers(len(others)))]
+
+
 class Cue(Analysis):
     name = "cue"
     Options = CueOptions
@@ -52,10 +60,7 @@ class Cue(Analysis):
         for condition in ("agree", "conflict"):
             prompts = {}
             for s in samples:
-                key = draw_key(s.id)
-                rng = np.random.default_rng([exp.seed, len(key), sum(map(ord, key))])
-                others = [la for la in ctx.track_labels if la != s.label]
-                cue = s.label if condition == "agree" else others[int(rng.integers(len(others)))]
+                cue = s.label if condition == "agree" else conflicting(s, ctx.track_labels, exp.seed)
                 prompts[s.id] = cue_prompt(s, exp.prompt, cue)
                 batch = lalm.prepare(ctx.waves[s.id], lalm.sampling_rate, prompts[s.id])
                 with torch.no_grad():

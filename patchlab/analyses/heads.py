@@ -9,16 +9,19 @@ engine, each resumed at its own layer on the final position alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .. import stats
+from ..data import build_prompt
 from ..enrich import search_split
 from ..io import write_table
+from ..patching.attribution import head_attribution
 from ..patching.knockout import KnockoutSpec
 from ..report import plots
 from ..vocabulary import REGION_NAMES
@@ -35,6 +38,13 @@ class HeadsOptions(Options):
     top_k: Int = Field(3, ge=1)
     split: Float = Field(0.5, gt=0, lt=1)  # the share of clips the top heads are chosen on
     max_batch: Int = Field(64, ge=1)
+    verify_top: Int | None = Field(None, ge=1)  # screen every head by AtP, knock out only the top N exactly
+
+    @model_validator(mode="after")
+    def _enough(self) -> HeadsOptions:
+        if self.verify_top is not None and self.verify_top < self.top_k:
+            raise ValueError(f"verify_top ({self.verify_top}) must be at least top_k ({self.top_k})")
+        return self
 
 
 def _drops(rows: pd.DataFrame) -> pd.DataFrame:
@@ -45,6 +55,11 @@ def _drops(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(unit=unit, drop=-rows["logit_diff_change"]).pivot_table(
         index="sample", columns="unit", values="drop", aggfunc="first"
     )
+
+
+def _by_unit(per_head: pd.DataFrame) -> pd.Series:
+    """A (layer, head, drop) table's drops indexed by unit ("L.h")."""
+    return per_head.set_index(per_head["layer"].astype(str) + "." + per_head["head"].astype(str))["drop"]
 
 
 def head_map(per_head: pd.DataFrame, top: list[str], path, title: str):
@@ -66,19 +81,50 @@ def head_map(per_head: pd.DataFrame, top: list[str], path, title: str):
     return plots.save(fig, path)
 
 
+def _units(atp: pd.DataFrame, top: int, split: float, seed: int) -> list[str]:
+    """The `top` heads by mean AtP drop over the selection clips (the clips the top k are later chosen on)."""
+    chosen, _ = search_split(atp, split, seed)
+    mean = atp[atp["sample"].isin(chosen)].groupby(["layer", "head"])["atp"].mean()
+    return [f"{la}.{h}" for la, h in (-mean).sort_values(ascending=False).index[:top]]
+
+
 class Heads(Analysis):
     name = "heads"
     Options = HeadsOptions
+    second_phase = "heads"
 
     def shard(self, ctx: ShardContext) -> dict[str, pd.DataFrame]:
-        """Each clip with every (layer, head) knockout and every whole-layer knockout at a single layer."""
+        """Each clip with every whole-layer knockout at a single layer and every (layer, head) knockout, or, with
+        `verify_top`, every head's AtP estimate (its exact knockouts come in the second phase)."""
         if not ctx.samples:
             return {}
         opts, lalm = ctx.exp.heads, ctx.lalm
-        layers = checked_layers(lalm, opts.layers, "heads.layers") or range(lalm.n_layers)
+        layers = checked_layers(lalm, opts.layers, "heads.layers") or list(range(lalm.n_layers))
         q, k = opts.query, opts.key
-        specs = [KnockoutSpec(la, la + 1, q, k, (h,)) for la in layers for h in range(lalm.n_heads)]
-        specs += [KnockoutSpec(la, la + 1, q, k) for la in layers]
+        specs = [KnockoutSpec(la, la + 1, q, k) for la in layers]
+        if opts.verify_top is None:
+            specs = [KnockoutSpec(la, la + 1, q, k, (h,)) for la in layers for h in range(lalm.n_heads)] + specs
+            return {"heads": clip_knockouts(ctx, specs, opts.max_batch, "heads")}
+        rows = []
+        for s in ctx.samples:
+            batch = ctx.prepared(s, build_prompt(s, ctx.exp.prompt))
+            est = head_attribution(lalm, batch, layers, q, k, ctx.labels.token_ids, ctx.labels.index(s.label))
+            rows += [dict(track=s.track, sample=s.id, layer=la, head=h, atp=float(est[i, h]))
+                     for i, la in enumerate(layers) for h in range(lalm.n_heads)]  # fmt: skip
+        return {"heads": clip_knockouts(ctx, specs, opts.max_batch, "heads"), "heads_atp": pd.DataFrame(rows)}
+
+    def plan_second(self, exp, track: str, first: Callable[[str], pd.DataFrame]) -> dict[str, tuple[str, ...]]:
+        """With `verify_top`: the top heads by AtP (on the selection clips), knocked out exactly on every clip."""
+        if "heads" not in exp.analyses or exp.heads.verify_top is None or (atp := first("heads_atp")).empty:
+            return {}
+        units = tuple(_units(atp, exp.heads.verify_top, exp.heads.split, exp.seed))
+        return {str(c): units for c in atp["sample"].unique()}
+
+    def second(self, ctx: ShardContext, payload: dict[str, str]) -> dict[str, pd.DataFrame]:
+        """The verified heads of each clip knocked out exactly, one at a time."""
+        opts = ctx.exp.heads
+        units = [tuple(map(int, u.split("."))) for u in next(iter(payload.values())).split("+")]
+        specs = [KnockoutSpec(la, la + 1, opts.query, opts.key, (h,)) for la, h in units]
         return {"heads": clip_knockouts(ctx, specs, opts.max_batch, "heads")}
 
     def merge(self, m: Merged) -> None:
@@ -126,5 +172,16 @@ class Heads(Analysis):
                 **layers_drop,
             }
             title = f"{track}: {opts.query} → {opts.key} knocked out per head, {drops.shape[0]} clips"
-            path = head_map(per_head, top, m.out / "plots" / f"heads_{track}.png", title)
+            shown = per_head
+            if (atp := m.table("heads_atp")) is not None:  # screened: every head's AtP estimate, the top verified
+                est = atp[atp.track == track].assign(drop=lambda d: -d["atp"]).groupby(["layer", "head"])["drop"]
+                shown = est.mean().reset_index()
+                m.tested.append((track, stats.rank_correlation(
+                    f"{track}: attribution patching ranks the {len(units)} heads it screened in as their exact "
+                    "knockouts do (mean drop per head, AtP estimate vs exact)",
+                    _by_unit(shown)[units], _by_unit(per_head)[units], seed=exp.seed,
+                ).matters(stats.MIN_EFFECT["correlation"])))  # fmt: skip
+                m.track_summary(track)["heads"].update(screened=len(shown), verified=len(units))
+                title = f"{track}: AtP estimate of each head's knockout, {opts.query} → {opts.key}, {len(drops)} clips"
+            path = head_map(shown, top, m.out / "plots" / f"heads_{track}.png", title)
             m.plot(f"Listening heads: {track}", path)

@@ -3,7 +3,8 @@ critical layers and whether the label is decodable at the last layer."""
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 from pydantic import Field
@@ -24,7 +25,11 @@ from ..lens import (
     score_matrix,
 )
 from ..report import plots
+from ..tuned import Translators, check_held_out, digest, translators_for, translators_path
 from .base import Analysis, Float, Int, Merged, Options, ShardContext
+
+if TYPE_CHECKING:  # a type hint only: the experiment schema is built from this package's registry
+    from ..experiment import Experiment
 
 
 class LensOptions(Options):
@@ -32,6 +37,30 @@ class LensOptions(Options):
     audio_bins: Int = Field(10, ge=1)
     alpha: Float = Field(0.2, ge=0)
     weight: Literal["excess", "score"] = "excess"
+    kind: Literal["logit", "tuned"] = "logit"  # tuned: each layer read through its trained translator
+    translators: str | dict[str, str] | None = None  # the tuned lens (default: the small models' committed ones)
+
+
+def tuned_files(exp: Experiment) -> dict[str, Path]:
+    """Each model's tuned lens (refused if it cannot be found)."""
+    return {model: translators_path(model, exp.lens.translators) for model in exp.models or [exp.model]}
+
+
+def check_tuned(exp: Experiment) -> None:
+    """The tuned lens of every model exists and was not trained on any clip the experiment reads."""
+    clips = [s for t in exp.tracks for s in exp.samples(t)]
+    for model, path in tuned_files(exp).items():
+        check_held_out(path, clips, model)
+
+
+def tuned_inputs(exp: Experiment) -> dict[str, str]:
+    return {f"tuned lens of {model}": digest(path) for model, path in tuned_files(exp).items()}
+
+
+def reader(ctx: ShardContext) -> Translators | None:
+    """What the experiment's lens reads each layer through: None for the logit lens, the translators for the tuned."""
+    exp = ctx.exp
+    return translators_for(ctx.lalm, exp.model, exp.lens.translators) if exp.lens.kind == "tuned" else None
 
 
 class Lens(Analysis):
@@ -39,11 +68,18 @@ class Lens(Analysis):
     Options = LensOptions
     clips = ("lens",)
 
+    def check(self, exp: Experiment) -> None:
+        if exp.lens.kind == "tuned":
+            check_tuned(exp)
+
+    def inputs(self, exp: Experiment) -> dict[str, str]:
+        return tuned_inputs(exp) if exp.lens.kind == "tuned" else {}
+
     def shard(self, ctx: ShardContext) -> dict[str, pd.DataFrame]:
         if not ctx.samples:
             return {}
         exp, opts = ctx.exp, ctx.exp.lens
-        rows, answers = [], {}
+        rows, answers, translators = [], {}, reader(ctx)
         for s in ctx.samples if "findings" in exp.analyses else ():  # the model's own answer, once per clip
             choice = option_choice(ctx.lalm, s, wave=ctx.waves[s.id])
             answers[s.id] = dict(answer=s.options[choice], answer_correct=choice == s.answer)
@@ -52,7 +88,7 @@ class Lens(Analysis):
             for s in ctx.samples:
                 try:
                     got = sample_lens(ctx.lalm, ctx.prepared(s, build_prompt(s, fmt)), ls, opts.last_text,
-                                      opts.audio_bins)  # fmt: skip
+                                      opts.audio_bins, translators)  # fmt: skip
                 except PatchlabError as e:
                     ctx.skip(s, e, f"lens[{fmt}]")
                     continue

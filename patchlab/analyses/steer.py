@@ -1,15 +1,18 @@
-"""Steering toward the audio: a direction added to the residual stream at the final position, alpha times, at chosen
+"""Steering: a direction from the data added to the residual stream at the final position, alpha times, at chosen
 layers, and the answer's change.
 
-The direction is the listening papers' audio-minus-silence difference: at each layer, the mean over clips of the
-final position's `resid_pre` on the clip minus on the same prompt with the clip replaced by silence. It is taken
-from a seeded share of the clips (the first phase records them) and tested on the others (a second phase steers
-them): every (layer, alpha) of a clip in one batch, resumed at the lowest steered layer on the final position alone.
+The direction is a mean difference of two conditions of the final position's `resid_pre` at each layer:
+`audio_silence` (the listening papers': the clip minus the same prompt with the clip replaced by silence; steered
+clips as they are), `label` (the clips of one label minus those of the others; each steered clip toward its own
+label) or `cue` (the prompt alone minus the prompt with a conflicting text cue; steered clips under their conflicting
+cue, toward the audio). It is taken from a seeded share of the clips (the first phase records them) and tested on the
+others (a second phase steers them): every (layer, alpha) of a clip in one batch (patchlab.steering).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,58 +22,53 @@ from pydantic import Field
 
 from .. import stats
 from ..corrupt import make_pair
-from ..data import build_prompt
+from ..data import Sample, build_prompt
 from ..errors import PatchlabError
-from ..hooks import PrefixKV, hooked, run_from_layer, suffix_kwargs
 from ..io import write_table
 from ..metrics import final_metrics, wide
-from ..models.base import Batch, HookedLALM
+from ..models.base import Prompt
 from ..record import clean_run, record
 from ..report import plots
 from ..screen import verified
+from ..steering import Addition, steered_logits
 from .base import Analysis, Float, Int, Merged, Options, ShardContext, checked_layers
+from .cue import conflicting, cue_prompt
+
+DIRECTIONS = ("audio_silence", "label", "cue")
 
 
 class SteerOptions(Options):
+    direction: Literal[DIRECTIONS] = "audio_silence"  # type: ignore[valid-type]  # the two conditions it contrasts
     layers: list[Int] | None = Field(None, min_length=1)  # where it is added (resid_pre, final position; default all)
     alphas: list[Float] = Field(default_factory=lambda: [0.5, 1.0, 2.0], min_length=1)
     split: Float = Field(0.5, gt=0, lt=1)  # the share of clips the direction is taken from
     max_batch: Int = Field(64, ge=1)
 
 
+_WHAT = {
+    "audio_silence": "the audio − silence direction",
+    "label": "its own label's direction (that label − the others)",
+    "cue": "the no-cue − conflicting-cue direction, under a conflicting cue,",
+}
+
+
 def _vector_columns(t: pd.DataFrame) -> list[str]:
     return [c for c in t.columns if c.startswith("v")]
 
 
-def direction(rows: pd.DataFrame) -> dict[int, torch.Tensor]:
-    """Per layer: the mean over the direction clips of (clip - silence) at the final position."""
+def direction(rows: pd.DataFrame, kind: str) -> dict:
+    """Per layer (per (layer, label) for `label`): the mean over the direction clips of their recorded difference,
+    or, for `label`, the mean state of that label's clips minus the mean of the other labels' clips."""
     cols = _vector_columns(rows)
-    return {int(la): torch.tensor(g[cols].to_numpy(np.float64).mean(0)) for la, g in rows.groupby("layer")}
-
-
-def steered_logits(lalm: HookedLALM, batch: Batch, settings: list[tuple[int, float]],
-                   vectors: dict[int, torch.Tensor]) -> torch.Tensor:  # fmt: skip
-    """Final-position logits (len(settings), vocab): row r with alpha_r * v[layer_r] added to `resid_pre` at
-    layer_r, final position; all rows resumed together at the lowest layer, on the final position alone."""
-    run = clean_run(lalm, batch)
-    n, length = len(settings), batch.regions[0].length
-    start = min(la for la, _ in settings)
-    edits = {}
-    for la in sorted({la for la, _ in settings}):
-        coef = torch.tensor([a if layer == la else 0.0 for layer, a in settings], dtype=lalm.dtype, device=lalm.device)
-        v = vectors[la].to(lalm.device, lalm.dtype)
-
-        def add(x: torch.Tensor, coef=coef, v=v) -> torch.Tensor:
-            x = x.clone()
-            x[:, -1] += coef[:, None] * v[None, :]  # the final position of each row
-            return x
-
-        edits[("resid_pre", la)] = add
-    p0 = length - 1
-    prefix, kwargs = PrefixKV(run.keys, run.values, p0), suffix_kwargs(run.layer_kwargs, p0, length, lalm.dtype)
-    h0 = run.cache[("resid_pre", start)][:, p0:].expand(n, -1, -1).contiguous()
-    with torch.no_grad(), hooked(lalm, edits=edits):
-        return wide(lalm.unembed(run_from_layer(lalm, h0, start, kwargs, prefix)[:, -1]))
+    if kind != "label":
+        return {int(la): torch.tensor(g[cols].to_numpy(np.float64).mean(0)) for la, g in rows.groupby("layer")}
+    out = {}
+    for la, g in rows.groupby("layer"):
+        for label in g["label"].unique():
+            mine, rest = (g[pick][cols].to_numpy(np.float64) for pick in (g.label == label, g.label != label))
+            if len(rest):
+                out[int(la), label] = torch.tensor(mine.mean(0) - rest.mean(0))
+    return out
 
 
 def steer_curve(curves: pd.DataFrame, path, title: str):
@@ -96,24 +94,41 @@ class Steer(Analysis):
     def _direction_clip(self, exp, sample: str) -> bool:
         return verified(sample, exp.steer.split, exp.seed)  # a seeded hash: the same clips whatever the sharding
 
+    def _prompts(self, ctx: ShardContext, s: Sample) -> tuple[Prompt, Prompt | None]:
+        """The clip's prompt as it is steered, and (for `cue`) the prompt it is steered away from."""
+        exp = ctx.exp
+        if exp.steer.direction != "cue":
+            return build_prompt(s, exp.prompt), None
+        return build_prompt(s, exp.prompt), cue_prompt(s, exp.prompt, conflicting(s, ctx.track_labels, exp.seed))
+
     def shard(self, ctx: ShardContext) -> dict[str, pd.DataFrame]:
-        """The direction clips' (clip - silence) difference at the final position of each steered layer."""
-        lalm, exp = ctx.lalm, ctx.exp
+        """The direction clips' difference of conditions (their own state for `label`) at the final position of each
+        steered layer."""
+        lalm, exp, kind = ctx.lalm, ctx.exp, ctx.exp.steer.direction
         layers = checked_layers(lalm, exp.steer.layers, "steer.layers") or range(lalm.n_layers)
         rows = []
         for s in ctx.samples:
             if not self._direction_clip(exp, s.id):
                 continue
             try:
-                pair = make_pair(lalm, s, "silence", exp.prompt, ctx.labels.index(s.label), ctx.pool, exp.seed)
+                if kind == "audio_silence":
+                    pair = make_pair(lalm, s, "silence", exp.prompt, ctx.labels.index(s.label), ctx.pool, exp.seed)
+                    a, b = pair.clean, pair.corrupt
+                else:
+                    plain, cued = self._prompts(ctx, s)
+                    a = ctx.prepared(s, plain)
+                    b = ctx.prepared(s, cued) if cued is not None else None
             except PatchlabError as e:
                 ctx.skip(s, e, "steer")
                 continue
-            clean = record(lalm, pair.clean, ["resid_pre"], layers, positions=[pair.clean.length - 1])
-            quiet = record(lalm, pair.corrupt, ["resid_pre"], layers, positions=[pair.corrupt.length - 1])
+            first = record(lalm, a, ["resid_pre"], layers, positions=[a.length - 1])
+            other = record(lalm, b, ["resid_pre"], layers, positions=[b.length - 1]) if b is not None else None
             for la in layers:
-                d = (wide(clean[("resid_pre", la)]) - wide(quiet[("resid_pre", la)])).reshape(-1).tolist()
-                rows.append({"track": s.track, "sample": s.id, "layer": la, **{f"v{i}": x for i, x in enumerate(d)}})
+                d = wide(first[("resid_pre", la)])
+                d = d - wide(other[("resid_pre", la)]) if other is not None else d
+                tag = {"label": s.label} if kind == "label" else {}
+                rows.append({"track": s.track, "sample": s.id, **tag, "layer": la,
+                             **{f"v{i}": x for i, x in enumerate(d.reshape(-1).tolist())}})  # fmt: skip
         return {"steer_direction": pd.DataFrame(rows)}
 
     def plan_second(self, exp, track: str, first: Callable[[str], pd.DataFrame]) -> dict[str, tuple[str, ...]]:
@@ -123,20 +138,28 @@ class Steer(Analysis):
         return {s.id: ("steer",) for s in exp.samples(track) if not self._direction_clip(exp, s.id)}
 
     def second(self, ctx: ShardContext, payload: dict[str, str]) -> dict[str, pd.DataFrame]:
-        """Each held-out clip steered at every (layer, alpha), against its unsteered run."""
-        lalm, exp, labels = ctx.lalm, ctx.exp, ctx.labels
-        vectors = direction(ctx.first("steer_direction"))
-        settings = [(la, a) for la in sorted(vectors) for a in exp.steer.alphas]
+        """Each held-out clip steered at every (layer, alpha), against its unsteered run (under its conflicting cue
+        for `cue`)."""
+        lalm, exp, labels, kind = ctx.lalm, ctx.exp, ctx.labels, ctx.exp.steer.direction
+        vectors = direction(ctx.first("steer_direction"), kind)
+        layers = sorted({k[0] if isinstance(k, tuple) else k for k in vectors})
+        settings = [(la, a) for la in layers for a in exp.steer.alphas]
         rows = []
         for s in ctx.samples:  # a second-phase shard holds the clips of its payload alone
-            batch = ctx.prepared(s, build_prompt(s, exp.prompt))
+            plain, cued = self._prompts(ctx, s)
+            batch = ctx.prepared(s, cued or plain)
             truth = labels.index(s.label)
+            mine = {la: vectors.get((la, s.label)) if kind == "label" else vectors[la] for la in layers}
+            if any(v is None for v in mine.values()):
+                ctx.skip(s, PatchlabError(f"no direction clips of label {s.label!r}", "give more clips"), "steer")
+                continue
             run = clean_run(lalm, batch)
             clean_logits = run.cache.final_logits.to(lalm.device)
             base = final_metrics(clean_logits, labels.token_ids, truth, clean_logits)
             for i in range(0, len(settings), exp.steer.max_batch):
                 chunk = settings[i : i + exp.steer.max_batch]
-                met = final_metrics(steered_logits(lalm, batch, chunk, vectors), labels.token_ids, truth, clean_logits)
+                logits = steered_logits(lalm, batch, [Addition(la, a, mine[la]) for la, a in chunk])
+                met = final_metrics(logits, labels.token_ids, truth, clean_logits)
                 for r, (la, a) in enumerate(chunk):
                     rows.append(dict(track=s.track, sample=s.id, label=s.label, layer=la, alpha=a,
                                      logit_diff=float(met["logit_diff"][r]), acc=float(met["acc"][r]),
@@ -159,7 +182,7 @@ class Steer(Analysis):
                                **stats.mean_interval("logit_diff_change", change, exp.seed),
                                **stats.mean_interval("acc_change", h["acc"] - h["base_acc"], exp.seed)})  # fmt: skip
                 hypothesis = (
-                    f"{track}: adding {a:g} × the audio − silence direction (from {n_direction} other clips) at layer "
+                    f"{track}: adding {a:g} × {_WHAT[exp.steer.direction]} (from {n_direction} other clips) at layer "
                     f"{la}, final position, raises the answer's logit difference on held-out clips"
                 )
                 test = stats.paired(hypothesis, h["logit_diff"], h["base_logit_diff"], seed=exp.seed)
@@ -168,5 +191,5 @@ class Steer(Analysis):
             write_table(m.out / "tables" / f"steering_{track}.csv", curves)
             records = curves.drop(columns="track").to_dict(orient="records")
             m.track_summary(track)["steering"] = {"direction_clips": n_direction, "curves": records}
-            title = f"{track}: steering toward the audio, {g['sample'].nunique()} held-out clips"
+            title = f"{track}: steering with {_WHAT[exp.steer.direction]}, {g['sample'].nunique()} held-out clips"
             m.plot(f"Steering: {track}", steer_curve(curves, m.out / "plots" / f"steering_{track}.png", title))

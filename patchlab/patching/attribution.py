@@ -17,9 +17,10 @@ from ..corrupt import Pair
 from ..errors import PatchlabError
 from ..hooks import hooked
 from ..metrics import final_metrics, wide
-from ..models.base import HookedLALM
-from ..record import record
+from ..models.base import Batch, HookedLALM
+from ..record import clean_run, record
 from .engine import embed_noise, patch
+from .knockout import KnockoutSpec, knockout_logits
 from .qk_fix import capture_attention, qk_correction
 from .spec import PatchSpec
 
@@ -40,10 +41,10 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(r)
 
 
-def _corrupt_with_grads(lalm: HookedLALM, pair: Pair, sites: Sequence[str], label_ids: Sequence[int], attention):
-    """Corrupted forward keeping each site's activation in the graph, then one backward of the logit difference;
-    returns the activations (with .grad), the attention record (`attention` is a capture context or a null one)
-    and the corrupted run's logit difference."""
+@contextmanager
+def with_gradients(lalm: HookedLALM, keys: Sequence[tuple[str, int]]) -> Iterator[dict[tuple[str, int], torch.Tensor]]:
+    """Within the block a forward keeps each (site, layer) activation of `keys` in the graph (read back from the
+    yielded dict, .grad filled by a backward); the graph starts at the decoder's input embeddings, no weight in it."""
     acts: dict[tuple[str, int], torch.Tensor] = {}
 
     def keep(key):
@@ -56,23 +57,52 @@ def _corrupt_with_grads(lalm: HookedLALM, pair: Pair, sites: Sequence[str], labe
     def leaf(mod, args, kwargs):  # gradients need a leaf: the decoder's input embeddings
         return args, {**kwargs, "inputs_embeds": kwargs["inputs_embeds"].detach().requires_grad_(True)}
 
-    reads = {(s, la): keep((s, la)) for s in sites for la in range(lalm.n_layers)}
     handle = lalm.decoder.register_forward_pre_hook(leaf, with_kwargs=True)
     try:
-        with (
-            frozen(lalm.model),
-            torch.enable_grad(),
-            embed_noise(lalm, pair.embed_noise),
-            hooked(lalm, reads=reads),
-            attention as att,
-        ):
-            batch = pair.corrupt.to(lalm.device, lalm.dtype)
-            logits = lalm.model(**batch.tensors, use_cache=False, logits_to_keep=1).logits[:, -1]
-            metric = final_metrics(logits, label_ids, pair.label, logits.detach())["logit_diff"].sum()
-            metric.backward()
+        with frozen(lalm.model), torch.enable_grad(), hooked(lalm, reads={k: keep(k) for k in keys}):
+            yield acts
     finally:
         handle.remove()
+
+
+def _corrupt_with_grads(lalm: HookedLALM, pair: Pair, sites: Sequence[str], label_ids: Sequence[int], attention):
+    """Corrupted forward keeping each site's activation in the graph, then one backward of the logit difference;
+    returns the activations (with .grad), the attention record (`attention` is a capture context or a null one)
+    and the corrupted run's logit difference."""
+    keys = [(s, la) for s in sites for la in range(lalm.n_layers)]
+    with with_gradients(lalm, keys) as acts, embed_noise(lalm, pair.embed_noise), attention as att:
+        batch = pair.corrupt.to(lalm.device, lalm.dtype)
+        logits = lalm.model(**batch.tensors, use_cache=False, logits_to_keep=1).logits[:, -1]
+        metric = final_metrics(logits, label_ids, pair.label, logits.detach())["logit_diff"].sum()
+        metric.backward()
     return acts, att, float(metric.detach())
+
+
+def head_attribution(
+    lalm: HookedLALM, batch: Batch, layers: Sequence[int], query: str, key: str, label_ids: Sequence[int], truth: int
+) -> torch.Tensor:
+    """AtP over heads: each head's knockout (query -> key blocked in that head alone, at one layer) estimated as
+    (its output with the layer's heads blocked - its clean output) . d logit difference / d its output, at the final
+    position; (len(layers), heads). A head's output at its own layer does not depend on the other heads' masks, so
+    one forward with every head of a layer blocked gives each head's knocked-out output exactly; only what the
+    later layers make of it is linearized. One forward and one backward per clip; the blocked rows run batched on the
+    query positions alone, resumed from the clean run at their layer (as the knockout engine runs them)."""
+    keys = [("head_out", la) for la in layers]
+    with with_gradients(lalm, keys) as acts:
+        logits = lalm.model(**batch.to(lalm.device, lalm.dtype).tensors, use_cache=False, logits_to_keep=1).logits
+        final_metrics(logits[:, -1], label_ids, truth, logits[:, -1].detach())["logit_diff"].sum().backward()
+    specs = [KnockoutSpec(la, la + 1, query, key) for la in layers]
+    blocked: dict[int, torch.Tensor] = {}
+    reads = {("head_out", la): (lambda x, la=la, r=r: blocked.__setitem__(la, x[r, -1].clone()))
+             for r, la in enumerate(layers)}  # fmt: skip
+    run = clean_run(lalm, batch)  # recorded before the reads are hooked: they read the blocked rows alone
+    with hooked(lalm, reads=reads):  # the blocked rows resumed from the clean run where they start to differ
+        knockout_logits(lalm, batch, specs, run=run)
+    rows = []
+    for la in layers:
+        clean, grad = acts[("head_out", la)].detach()[0, -1], acts[("head_out", la)].grad[0, -1]
+        rows.append(((blocked[la] - clean) * grad).sum(-1))
+    return wide(torch.stack(rows)).cpu()
 
 
 def linear_effects(clean, site: str, layer: int, a: torch.Tensor) -> torch.Tensor:
