@@ -230,6 +230,11 @@ def cmd_tuned_lens(args: argparse.Namespace) -> None:
         k = max(1, round(args.held_out * len(clips)))
         held += [clips[i] for i in order[:k]]
         train += [clips[i] for i in order[k:]]
+    if not train or not held:
+        raise PatchlabError(
+            f"{len(train)} training and {len(held)} held-out clips in {args.data}: the tuned lens needs both",
+            "give --data with more clips per track (or another --held-out share)",
+        )
     check_device(args.device)
     check_audio(train + held)
     out = claim(args.out, "tuned-lens")

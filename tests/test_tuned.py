@@ -166,6 +166,8 @@ def test_the_training_command_writes_the_lens_and_refuses_a_bad_share(tiny_dir, 
     args = ["tuned-lens", "--model", str(tiny_dir("qwen2_audio")), "--data", str(toy_data), "--out"]
     assert main([*args, str(tmp_path / "a"), "--held-out", "1.5"]) != 0
     assert "--held-out 1.5" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main([*args, str(tmp_path / "a"), "--limit", "1", "--held-out", "0.9"]) != 0  # 2 clips: none left to train
+    assert "the tuned lens needs both" in capsys.readouterr().err and not (tmp_path / "a").exists()
     assert main([*args, str(tmp_path / "b"), "--epochs", "1", "--positions", "3", "--rank", "2"]) == 0
     out = capsys.readouterr().out
     assert "held-out KL" in out and (tmp_path / "b" / "tuned_lens.safetensors").exists()

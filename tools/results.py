@@ -56,7 +56,7 @@ RUNS = {
         ["steering_Gender", "steering_Language"],
     ),
     "listening_heads_qformer": (
-        "Listening heads of patchlab-mini-qformer (final → audio, every head of every layer)",
+        "Listening heads of patchlab-mini-qformer: every head screened by attribution patching, the top 20 verified",
         "patchlab run experiments/listening_heads_qformer.yaml --out runs/listening_heads_qformer",
         ["heads_Gender", "heads_Language"],
     ),
