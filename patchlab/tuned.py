@@ -188,12 +188,13 @@ def _kl(lalm: HookedLALM, h: torch.Tensor, translators: Translators | None) -> t
     for a float64 model, else float32."""
     wide = torch.float64 if lalm.dtype == torch.float64 else torch.float32
     target = lalm.unembed(h[:, -1]).to(wide).log_softmax(-1)
+    p = target.exp()  # once, not per layer: (positions, vocabulary) in the training loop's hot path
     rows = []
     for la in range(h.shape[1]):
         x = h[:, la].to(lalm.dtype)
         x = translators(x, la) if translators is not None else x
         q = lalm.unembed(x).to(wide).log_softmax(-1)
-        rows.append((target.exp() * (target - q)).sum(-1))
+        rows.append((p * (target - q)).sum(-1))
     return torch.stack(rows, 1)
 
 
