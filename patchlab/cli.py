@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .errors import PatchlabError
-from .mini import SMALL_MODELS
+from .mini import SMALL_MODELS, base_model
 
 
 class Parser(argparse.ArgumentParser):
@@ -164,8 +164,32 @@ def cmd_mini(args: argparse.Namespace) -> None:
         from .data.speech import build_training_set
 
         claim(args.out, "mini data")
-        out = build_training_set(args.out, args.per_language, args.per_animal, args.seed, args.per_gender)
+        out = build_training_set(
+            args.out, args.per_language, args.per_animal, args.seed, args.per_gender, args.per_letter
+        )
         print(f"synthetic training set (SAKURA layout) -> {out}")
+    elif args.mini_cmd == "phonetic":
+        from .data import load_track
+        from .data.phonetic import TRACK, build_letter_track
+
+        claim(args.out, "mini phonetic")
+        samples = load_track(build_letter_track(args.out, args.seed), TRACK)
+        counts = {la: sum(s.label == la for s in samples) for la in sorted({s.label for s in samples})}
+        speakers = sorted({s.path.name.split("-")[0] for s in samples})
+        print(f"{TRACK} test split: {len(samples)} clips, {len(speakers)} speakers ({', '.join(speakers)})")
+        print("clips per label: " + " ".join(f"{la}:{n}" for la, n in counts.items()))
+        print(f"-> {Path(args.out) / TRACK}")
+    elif args.mini_cmd == "leakage":
+        from .data.phonetic import leakage
+
+        found = leakage(args.train, args.test)
+        print(" ".join(f"{k}={v}" for k, v in found.items()))
+        if found["shared_recordings"] or found["clips_from_held_out_folders"]:
+            raise PatchlabError(
+                f"{args.train} was made from test recordings of {args.test}",
+                "rebuild the training set with this version of `patchlab mini data` (it skips held-out folders)",
+            )
+        print("no test recording in the training set")
     elif args.mini_cmd == "train":
         from .mini.train import train
 
@@ -177,7 +201,7 @@ def cmd_mini(args: argparse.Namespace) -> None:
         )
         tail = log["losses"][-20:]
         print(f"loss {log['losses'][0]:.3f} -> {sum(tail) / len(tail):.3f} (mean of the last {len(tail)} steps)")
-        print(f"connector -> {Path(args.out) / recipes()[args.model].weights}")
+        print(f"connector -> {Path(args.out) / recipes()[base_model(args.model)].weights}")
     elif args.mini_cmd == "build":
         from .mini import small_model
 
@@ -564,7 +588,16 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--per-gender", type=int, default=400, help="gender clips of human recordings (KLettres/KTuberling) per gender"
     )
+    q.add_argument(
+        "--per-letter", type=int, default=0, help="espeak-ng clips per letter for the Letter track (0: no Letter track)"
+    )
     q.add_argument("--seed", type=int, default=0, help="seed of the synthesis (default: %(default)s)")
+    q = msub.add_parser("phonetic", help="the Letter track's test split: KLettres' held-out speakers, SAKURA layout")
+    q.add_argument("--out", required=True, help="output folder (new or empty)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the options' order (default: %(default)s)")
+    q = msub.add_parser("leakage", help="check that a training set holds no recording of the Letter test split")
+    q.add_argument("--train", required=True, help="training set from `patchlab mini data`")
+    q.add_argument("--test", required=True, help="test split from `patchlab mini phonetic`")
     q = msub.add_parser("train", help="train the connector (Whisper and the LLM frozen)")
     q.add_argument("--model", default="patchlab-mini", choices=SMALL_MODELS, help="which (default: %(default)s)")
     q.add_argument("--data", required=True, help="training set from `patchlab mini data` (not SAKURA)")

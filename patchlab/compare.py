@@ -52,7 +52,7 @@ def _per_clip(exp: Experiment, lens: pd.DataFrame | None, ground: pd.DataFrame |
     per = lens[lens.track == track] if lens is not None else pd.DataFrame()
     if len(per):
         per = per[per.format == (exp.prompt if exp.prompt in set(per.format) else per.format.iloc[0])]
-        n_labels = len({s.label for s in load_track(exp.data, track)})
+        n_labels = len({s.label for s in load_track(exp.root(track), track)})
         clips = clip_critical_layers(per, n_labels, exp.lens.alpha, exp.lens.weight)
         top = max(1, int(per["layer"].max()))
         out = clips[["sample", "critical_layer"]].assign(critical_depth=clips["critical_layer"] / top)

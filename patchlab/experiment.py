@@ -39,6 +39,8 @@ class _Experiment(BaseModel):
     variant: str | None = None  # a known-truth variant of the model, made by surgery ('blocked:K', 'deaf')
     data: str = Field("../shared/sakura", min_length=1)
     tracks: list[str] = Field(default_factory=lambda: ["Gender"], min_length=1)
+    # tracks that live in another SAKURA-format folder than `data` (e.g. Letter: experiments/data/phonetic)
+    track_data: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
     analyses: list[Literal[ANALYSES]] = Field(default_factory=lambda: list(DEFAULT), min_length=1)  # type: ignore[valid-type]
     formats: list[Literal[FORMATS]] = Field(default_factory=lambda: ["mc"], min_length=1)  # type: ignore[valid-type]
     # logit-lens formats above; the prompt format of patching, grounding, enrichment and cue runs here
@@ -69,6 +71,15 @@ class _Experiment(BaseModel):
         if repeated:
             raise ValueError(f"tracks {repeated} are listed twice: every track is run once")
         return tracks
+
+    @field_validator("track_data")
+    @classmethod
+    def _track_data_names(cls, track_data: dict[str, str], info) -> dict[str, str]:
+        """Every track named in `track_data` is one the experiment runs (a typo would silently read `data`)."""
+        unknown = sorted(set(track_data) - set(info.data.get("tracks") or []))
+        if unknown:
+            raise ValueError(f"track_data names {unknown}, which tracks does not list: name the experiment's tracks")
+        return track_data
 
     @field_validator("part")
     @classmethod
@@ -101,9 +112,13 @@ class _Experiment(BaseModel):
             return self
         return from_dict({**self.config(), **self.small, "small": {}}, f"{self.name} (small)")
 
+    def root(self, track: str) -> str:
+        """The dataset folder `track` is read from (`track_data`'s, else `data`)."""
+        return self.track_data.get(track, self.data)
+
     def samples(self, track: str) -> list:
         """The clips of `track` this experiment runs on (its limit, seed and part applied)."""
-        return load_track(self.data, track, self.limit, self.seed, tuple(self.part) if self.part else None)
+        return load_track(self.root(track), track, self.limit, self.seed, tuple(self.part) if self.part else None)
 
     def digest(self) -> str:
         """Hash of everything in the config that decides the rows (sharding included; not the device)."""

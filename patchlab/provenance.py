@@ -120,7 +120,7 @@ def run_identity(exp: Experiment) -> dict:
     """What decides a run's rows: config (sharding included), each track's data contents, the weights, the code."""
     return {
         "digest": exp.digest(),
-        "data_fingerprint": {t: fingerprint(exp.data, t) for t in exp.tracks},
+        "data_fingerprint": {t: fingerprint(exp.root(t), t) for t in exp.tracks},
         "model_fingerprint": "+".join(model_fingerprint(m) for m in (exp.models or [exp.model])),
         "code_fingerprint": code_fingerprint(),
     }

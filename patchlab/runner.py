@@ -24,6 +24,7 @@ import pandas as pd
 
 from . import analyses
 from .compare import compare, model_slug
+from .data import label_set, load_track
 from .errors import PatchlabError
 from .experiment import SECTIONS, Experiment, from_dict
 from .io import read_table, write_json
@@ -76,6 +77,20 @@ def preflight(exp: Experiment) -> None:
     for model in exp.models or [exp.model]:
         check_layers(model, layers)
     analyses.check(exp)
+
+
+def check_label_sets(exp: Experiment) -> None:
+    """Every track's labels tokenized in every format the run reads them in, on the loaded model, before the first
+    shard: two labels that share a first token (Animal's cow and crow in `mc`) are refused before any work, naming
+    the track."""
+    lalm = model_for(exp)
+    for track in exp.tracks:
+        labels = sorted({s.label for s in load_track(exp.root(track), track)})
+        for fmt in dict.fromkeys([exp.prompt, *exp.formats]):
+            try:
+                label_set(lalm, labels, fmt, exp.label_space)
+            except PatchlabError as e:
+                raise PatchlabError(f"track {track}: {e.what}", e.fix) from None
 
 
 def model_for(exp: Experiment):
@@ -228,7 +243,8 @@ def _start(exp: Experiment, out: Path, resume: bool, small: bool) -> str:
         changed = [t for t in exp.tracks if old_data.get(t) != record["data_fingerprint"][t]]
         if changed:
             raise PatchlabError(
-                f"{out} holds a run on other data: the contents of track(s) {', '.join(changed)} under {exp.data} "
+                f"{out} holds a run on other data: the contents of track(s) "
+                f"{', '.join(f'{t} (under {exp.root(t)})' for t in changed)} "
                 "changed since it started (metadata.csv or audio files)",
                 "restore the data as it was to resume, or run the changed data into a new --out",
             )
@@ -278,7 +294,15 @@ def run(
                 f"model {model!r} in `models` is neither patchlab-mini(-qformer) nor a checkpoint folder",
                 "give each model as a checkpoint folder (the hub is off here) or by patchlab's own model names",
             )
-    out = claim(out, command)
+    fresh = not Path(out).expanduser().exists()
+    out = claim(out, command)  # an --out that is a file or a folder of the user's is refused before a model loads
+    if executor == "local" and not exp.models:  # a Ray driver loads no model: its first shard refuses instead
+        try:
+            check_label_sets(exp)
+        except PatchlabError:
+            if fresh:  # the folder this call made holds only its marker: removed, so a refusal leaves nothing
+                shutil.rmtree(out)
+            raise
     if exp.models:
         return _run_models(exp, out, resume, executor, address, small, progress)
     run_id = _start(exp, out, resume, small)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from conftest import needs_parts
 
 import patchlab
 from patchlab.data import load_audio, load_track
@@ -161,3 +162,24 @@ def test_a_mistyped_model_in_models_or_variant_is_refused_before_any_work(toy_da
     with pytest.raises(PatchlabError, match="unknown model variant 'blokced:3'"):
         run(from_dict(dict(name="t", variant="blokced:3", data=str(toy_data)), "t"), out)
     assert not out.exists()
+
+
+@needs_parts
+def test_labels_sharing_a_first_token_are_refused_before_the_run_writes(tmp_path):
+    """A track whose labels share their first token in a format the run reads (cow, crow in `mc`) is refused on
+    the loaded model before any shard or the output folder is written, naming the track (not at its first shard,
+    after the tracks before it ran)."""
+    root = tmp_path / "data"
+    audio = root / "Animal" / "audio"
+    audio.mkdir(parents=True)
+    rows = [HEADER]
+    for i, label in enumerate(["cow", "crow", "cow", "crow"]):
+        sf.write(audio / f"a{i}.wav", tone(1.0, 200 + 40 * i, seed=i), 16000)
+        answer = "(a) Cow" if label == "cow" else "(b) Crow"
+        rows.append(f'a{i}.wav,{label},"Which animal? (a) Cow (b) Crow",{answer},-,-')
+    (root / "Animal" / "metadata.csv").write_text("\n".join(rows) + "\n")
+    exp = from_dict({"name": "t", "model": "patchlab-mini", "data": str(root), "tracks": ["Animal"],
+                     "analyses": ["lens"], "prompt": "mc", "formats": ["mc"]}, "t")  # fmt: skip
+    with pytest.raises(PatchlabError, match="track Animal: labels 'cow' and 'crow' share their first sub-token"):
+        run(exp, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -71,7 +71,7 @@ def test_patchlab_mini_and_patchlab_mini_underscore_are_one_name(monkeypatch):
     from patchlab.models import registry
 
     seen = []
-    monkeypatch.setattr(build, "build", lambda: seen.append(1) or Path("/nonexistent-mini"))
+    monkeypatch.setattr(build, "build", lambda *args: seen.append(1) or Path("/nonexistent-mini"))
     for name in ("patchlab-mini", "patchlab_mini"):
         with pytest.raises(PatchlabError, match="nonexistent-mini"):  # the stubbed build points nowhere
             registry.load(name)

@@ -80,6 +80,16 @@ RUNS = {
         "patchlab run experiments/no_audio_control.yaml --out runs/no_audio_control",
         ["control_Gender", "control_Animal"],
     ),
+    "phonetic_grounding": (
+        "Question 2: the phonetic Letter track against Language on patchlab-mini-phonetic (every clip of both)",
+        "patchlab run experiments/phonetic_grounding.yaml --out runs/phonetic_grounding",
+        ["knockout_Letter", "knockout_Language", "grounding_Letter"],
+    ),
+    "no_audio_control_phonetic": (
+        "Question 1 on patchlab-mini-phonetic: the audio replaced by silence or noise, every track and Letter",
+        "patchlab run experiments/no_audio_control_phonetic.yaml --out runs/no_audio_control_phonetic",
+        ["control_Letter", "control_Language"],
+    ),
     "replicate_audiolens_findings": (
         "Do the AudioLens verdicts replicate? The same run's clips in two disjoint halves",
         "patchlab replicate runs/audiolens_findings --out runs/replicate --parts 2",
@@ -89,6 +99,25 @@ RUNS = {
 PARTS = 2
 # What a run's verdicts mean, in words (no numbers: every number on the page comes from the tables)
 NOTES: dict[str, str] = {
+    "no_audio_control_phonetic": (
+        "Question 1 on patchlab-mini-phonetic, Letter beside Language. With the audio replaced by silence the model "
+        "still answers, and names one label for every clip (its accuracy is the label prior: a guess). It is hardly "
+        "less sure of that guess than of its answers on real audio, and the guess is on top from the first layers, "
+        "where right answers on real audio form in the last ones: the hypothesis that an unheard answer forms later "
+        "is refuted, it forms earlier, as a default the prompt alone sets. Noise makes the letter answers much less "
+        "sure, not the language answers. So a confident answer is no sign that the model heard: the answer layer is."
+    ),
+    "phonetic_grounding": (
+        "Question 2 on patchlab-mini-phonetic, the Letter track's 8 held-out speakers against SAKURA's Language "
+        "clips (other speakers: no Language clips of the same speakers exist at a useful size). Both answers are "
+        "read from the audio at the final position: blocking its attention to the audio costs each a large share of "
+        "its log-probability. The phonetic answer depends on that attention less than the semantic one, and it is "
+        "read out at an earlier share of the depth, so the 'querying the audio directly' pattern holds for a "
+        "phonetic attribute, but weaker and earlier. Caveats: one small model whose SAKURA gender fell (its card), "
+        "independent clips rather than the same speakers, and a log-probability loss that also depends on how sure "
+        "each clean answer is. Whether a model with a transcript answers letters from it awaits a retrained "
+        "patchlab-mini-qformer."
+    ),
     "steering_label": (
         "A label's direction does carry the label: added at the final position it promotes each held-out clip's "
         "own label, most strongly in the last layers (where the direction is closest to the unembedding of the "
@@ -336,6 +365,17 @@ def control_rows(summary: dict) -> list[str]:
     return table(head, rows) if rows else []
 
 
+def contrast_rows(summary: dict) -> list[str]:
+    c = summary.get("contrast")
+    if not c:
+        return []
+    rows = [[t, c[t]["n"], ci(c[t]["logprob_loss"], c[t]["logprob_loss_lo"], c[t]["logprob_loss_hi"], 2),
+             ci(c[t]["critical_depth"], c[t]["critical_depth_lo"], c[t]["critical_depth_hi"], 2)]
+            for t in c["tracks"]]  # fmt: skip
+    head = ["track", "clips", f"log-prob lost, {c['knockout']} [95% CI]", "critical layer / depth [95% CI]"]
+    return table(head, rows)
+
+
 def replication_rows(summary: dict) -> list[str]:
     lines = summary["replication"]
     status = {}
@@ -399,6 +439,7 @@ def render(done: dict[str, tuple[dict, Path]]) -> str:
             lines += ["Attention knockout (blocked from the layer to the top; change of the answer's logit "
                       "difference and accuracy):", ""] + knockout_rows(summary)  # fmt: skip
             lines += other_rows(summary)
+            lines += contrast_rows(summary)
         lines += [f"![{p}](img/{name}_{p}.png)" for p in plots] + ([""] if plots else [])
     return "\n".join(lines).rstrip() + "\n"
 

@@ -20,6 +20,7 @@ from ..io import write_json, write_table
 from ..models.base import HookedLALM
 from ..report import build_report
 from .base import SKIP_COLUMNS, Analysis, Merged, ShardContext, pair_of, shown, skip_row
+from .contrast import Contrast
 from .control import Control
 from .cue import Cue
 from .enrich import Enrich
@@ -31,13 +32,15 @@ from .lens import Lens
 from .patch import Patch
 from .probe import Probe
 from .steer import Steer
+from .transcribe import Transcribe
 from .tuned import Tuned
 
 if TYPE_CHECKING:  # a type hint only: the experiment schema is built from this registry
     from ..experiment import Experiment
 
 REGISTRY: tuple[Analysis, ...] = (
-    Lens(), Tuned(), Patch(), Ground(), Enrich(), Knockout(), Heads(), Steer(), Probe(), Findings(), Cue(), Control()
+    Lens(), Tuned(), Patch(), Ground(), Enrich(), Knockout(), Heads(), Steer(), Probe(), Findings(), Cue(), Control(),
+    Transcribe(), Contrast(),
 )  # fmt: skip
 DEFAULT = ["lens", "patch", "ground"]  # what an experiment runs when it names no analyses
 
@@ -71,7 +74,7 @@ def shard_tables(
     """Everything one shard contributes, as tidy tables keyed by name (broken samples: `skipped` rows). A
     second-phase shard (`shard.phase`) holds the clips it names and runs that phase's analysis alone (`first` reads
     its track's finished first-phase tables)."""
-    pool = load_track(exp.data, shard.track)
+    pool = load_track(exp.root(shard.track), shard.track)
     track_labels = sorted({s.label for s in pool})
     labels = label_set(lalm, track_labels, exp.prompt, exp.label_space)
     samples = exp.samples(shard.track)
@@ -117,7 +120,7 @@ def rests_on(exp: Experiment, tables: dict[str, pd.DataFrame]) -> dict:
             analysed.setdefault(track, set()).update(map(str, g["sample"]))
     out = {}
     for track in exp.tracks:
-        everything = load_track(exp.data, track)
+        everything = load_track(exp.root(track), track)
         samples = [s for s in everything if s.id in analysed.get(track, set())]
         per_label = pd.Series([s.label for s in samples], dtype=object).value_counts().sort_index()
         labels_here = sorted({s.label for s in samples})
@@ -146,6 +149,7 @@ def merge(
         "model": exp.model,
         "random_weights": random_weights,
         "data": exp.data,
+        **({"track_data": exp.track_data} if exp.track_data else {}),
         "synthetic_data": (Path(exp.data) / "SOURCES.tsv").exists(),  # written by patchlab's speech builder
         "small": small,
         "seed": exp.seed,

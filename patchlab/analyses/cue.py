@@ -23,6 +23,7 @@ _ATTRIBUTE = {
     "Language": "language spoken",
     "Emotion": "speaker's emotion",
     "Animal": "animal",
+    "Letter": "letter spoken",
 }
 
 

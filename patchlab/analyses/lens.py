@@ -103,7 +103,7 @@ class Lens(Analysis):
         write_table(out / "tables" / "lens_per_sample.csv", per)
         write_table(out / "tables" / "information_scores.csv", scores)
         m.n_layers = int(per["layer"].max()) + 1
-        m.label_counts = {t: len({s.label for s in load_track(exp.data, t)}) for t in scores["track"].unique()}
+        m.label_counts = {t: len({s.label for s in load_track(exp.root(t), t)}) for t in scores["track"].unique()}
         alpha, weight = exp.lens.alpha, exp.lens.weight
         for (track, fmt), g in scores.groupby(["track", "format"], sort=False):
             n_labels = m.label_counts[track]  # the lens reads the track's label set

@@ -88,7 +88,7 @@ class Tuned(Analysis):
         n_layers = int(rows["layer"].max()) + 1
         layers = opts.layers or sorted({n_layers // 4, n_layers // 2, 3 * n_layers // 4})
         for track, g in rows.groupby("track", sort=False):
-            n_labels = m.label_counts.get(track) or len({s.label for s in load_track(exp.data, track)})
+            n_labels = m.label_counts.get(track) or len({s.label for s in load_track(exp.root(track), track)})
             kl = g.pivot_table(index="sample", columns=["lens", "layer"], values="kl")
             curves, entry = [], {}
             for lens in LENSES:

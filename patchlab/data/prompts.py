@@ -26,6 +26,7 @@ _ATTRIBUTE = {
     "Language": ("language", "The language spoken is"),
     "Emotion": ("emotion", "The speaker's emotion is"),
     "Animal": ("animal", "The animal making this sound is a"),
+    "Letter": ("letter", "The letter spoken is"),
 }
 
 

@@ -27,6 +27,8 @@ from tqdm.auto import tqdm
 
 from ..errors import PatchlabError
 from ..io import write_atomic
+from .phonetic import TRACK as LETTER
+from .phonetic import digest, is_held_out, letter_question, letter_recordings, training_languages
 from .synth import HEADER
 
 RATE = 16000
@@ -342,10 +344,11 @@ def median_f0(x: np.ndarray, rate: int = RATE) -> float:
     return float(np.median(rate / lag[voiced])) if voiced.sum() >= 4 else float("nan")
 
 
-def human_speech_by_speaker() -> dict[tuple[str, str], list[np.ndarray]]:
-    """KLettres/KTuberling recordings grouped by (speaker directory, gender from F0); groups under 5 dropped."""
-    groups: dict[tuple[str, str], list[np.ndarray]] = {}
-    files = sorted(f for root in HUMAN_SPEECH if root.exists() for f in root.rglob("*.ogg"))
+def human_speech_by_speaker() -> dict[tuple[str, str], list[tuple[np.ndarray, str]]]:
+    """KLettres/KTuberling recordings (with their digests) grouped by (speaker directory, gender from F0); groups
+    under 5 dropped, and the Letter track's test speakers never read (`phonetic.held_out`)."""
+    groups: dict[tuple[str, str], list[tuple[np.ndarray, str]]] = {}
+    files = sorted(f for root in HUMAN_SPEECH if root.exists() for f in root.rglob("*.ogg") if not is_held_out(f))
     for f in tqdm(files, desc="reading human recordings", leave=False):
         if "@" in f.parent.name:  # KTuberling's Serbian script variants repeat the sr recordings
             continue
@@ -353,7 +356,7 @@ def human_speech_by_speaker() -> dict[tuple[str, str], list[np.ndarray]]:
         f0 = median_f0(x)
         gender = "male" if F0_MALE[0] < f0 < F0_MALE[1] else "female" if F0_FEMALE[0] < f0 < F0_FEMALE[1] else None
         if gender:
-            groups.setdefault((str(f.parent), gender), []).append(x)
+            groups.setdefault((str(f.parent), gender), []).append((x, digest(f)))
     return {k: v for k, v in groups.items() if len(v) >= 5}
 
 
@@ -365,10 +368,35 @@ def human_clips(per_gender: int, rng: np.random.Generator) -> list[Clip]:
         keys = sorted(k for k in groups if k[1] == gender)
         for _ in range(per_gender if keys else 0):
             key = keys[rng.integers(len(keys))]
-            parts = []
+            parts, used = [], []
             for j in rng.choice(len(groups[key]), size=int(rng.integers(4, 10))):
-                parts += [groups[key][j], np.zeros(int(rng.uniform(0.05, 0.3) * RATE), np.float32)]
-            clips.append(Clip(augment(np.concatenate(parts), rng), {"Gender": gender}, f"human {key[0]}"))
+                parts += [groups[key][j][0], np.zeros(int(rng.uniform(0.05, 0.3) * RATE), np.float32)]
+                used.append(groups[key][j][1])
+            source = f"human {key[0]} sha1:{','.join(used)}"
+            clips.append(Clip(augment(np.concatenate(parts), rng), {"Gender": gender}, source))
+    return clips
+
+
+def letter_clips(per_letter: int, rng: np.random.Generator, human_copies: int = 2) -> list[Clip]:
+    """Letter clips for training: `human_copies` augmented copies of every KLettres letter of the languages not held
+    out (human voices, 7 speakers), and `per_letter` espeak-ng letter names per letter (varied language, voice,
+    pitch and rate: synthetic variety). No test speaker's recording is read."""
+    _require("espeak-ng", "espeak-ng")
+    clips = []
+    for r in letter_recordings(training_languages()):
+        x = _read(r.path)
+        for _ in range(human_copies):
+            pad = [np.zeros(int(rng.uniform(0.05, 0.5) * RATE), np.float32) for _ in range(2)]
+            audio = augment(np.concatenate([pad[0], x, pad[1]]), rng)
+            clips.append(Clip(audio, {LETTER: r.letter}, f"klettres {r.path.parent} sha1:{digest(r.path)}"))
+    voices = ["en-us", "en", "en-us", "en", "de", "fr", "es", "it", "nl", "pt-br"]  # English names twice as often
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        for i in range(per_letter):
+            gender = "female" if i % 2 == 0 else "male"
+            voice = f"{voices[rng.integers(len(voices))]}+{rng.choice(ESPEAK_VARIANTS[gender])}"
+            pitch, speed = int(rng.integers(35, 75)), int(rng.integers(110, 190))
+            audio = augment(espeak(letter.upper(), voice, pitch, speed), rng)
+            clips.append(Clip(audio, {LETTER: letter}, f"espeak-ng {voice} p{pitch} s{speed}"))
     return clips
 
 
@@ -433,10 +461,16 @@ def _question(track: str, label: str, labels: list[str], rng: np.random.Generato
 
 
 def build_training_set(
-    out: str | Path, per_language: int = 40, per_animal: int = 24, seed: int = 0, per_gender: int = 0
+    out: str | Path,
+    per_language: int = 40,
+    per_animal: int = 24,
+    seed: int = 0,
+    per_gender: int = 0,
+    per_letter: int = 0,
 ) -> Path:
-    """Write Gender/, Language/ and Animal/ tracks in SAKURA's layout under `out` (same seed -> same audio);
-    `per_gender` clips of human recordings per gender join the Gender track where KLettres/KTuberling are installed."""
+    """Write Gender/, Language/, Animal/ (and Letter/) tracks in SAKURA's layout under `out` (same seed -> same
+    audio); `per_gender` clips of human recordings per gender join the Gender track where KLettres/KTuberling are
+    installed; `per_letter` > 0 adds the Letter track (`letter_clips`). SOURCES.tsv names every clip's source."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     with tqdm(total=2, desc="synthesizing training audio") as bar:
@@ -446,13 +480,15 @@ def build_training_set(
         elif per_gender:
             warnings.warn("no human recordings (apt-get install klettres-data ktuberling-data)", stacklevel=2)
         bar.update()
+        if per_letter:
+            clips += letter_clips(per_letter, rng)
         if GCOMPRIS_RCC.exists():
             clips += animal_clips(per_animal, rng)
         else:
             warnings.warn(f"{GCOMPRIS_RCC} not found: no Animal track (apt-get install gcompris-qt-data)", stacklevel=2)
         bar.update()
     all_labels = {t: sorted({c.labels[t] for c in clips if t in c.labels}) for t in QUESTIONS}
-    rows: dict[str, list[list[str]]] = {t: [] for t in QUESTIONS}
+    rows: dict[str, list[list[str]]] = {t: [] for t in [*QUESTIONS, LETTER]}
     sources = []
     for clip in clips:
         digest = hashlib.sha1(clip.audio.tobytes()).hexdigest()[:12]
@@ -460,7 +496,7 @@ def build_training_set(
             name = f"{label}_{digest}.flac"
             (out / track / "audio").mkdir(parents=True, exist_ok=True)
             sf.write(out / track / "audio" / name, clip.audio, RATE)
-            q, a = _question(track, label, all_labels[track], rng)
+            q, a = letter_question(label, rng) if track == LETTER else _question(track, label, all_labels[track], rng)
             rows[track].append([name, label, q, a, "-", "-"])
         sources.append(f"{digest}\t{clip.source}\t{clip.labels}")
     for track, track_rows in rows.items():

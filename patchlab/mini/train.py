@@ -19,9 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import build_prompt, load_track, tracks, verbalize
+from ..data.phonetic import TRACK as LETTER
+from ..data.phonetic import WRITE
 from ..data.sakura import Sample
 from ..io import write_json
 from ..models.base import Prompt
+from . import base_model
 from .processor import distinct_audio
 
 TRAIN_FORMATS = ("mc", "qa", "direct")
@@ -88,9 +91,13 @@ def recognized_languages(samples: list[Sample], encoded: dict) -> list[Sample]:
 
 
 def examples(samples: list[Sample], encoded: dict, formats=TRAIN_FORMATS) -> list[Example]:
-    """Every (clip, prompt format) pair with its answer text (end-of-turn included where the turn ends)."""
+    """Every (clip, prompt format) pair with its answer text (end-of-turn included where the turn ends); a Letter
+    clip also gets the transcription prompt (`phonetic.WRITE`), answered with the letter."""
     out = []
     for s in samples:
+        if s.track == LETTER:
+            write = Prompt(instruction=WRITE, prefix="")
+            out.append(Example(encoded[str(s.path)], write, s.label.upper() + "<|im_end|>", s.track, s.label))
         for fmt in formats:
             answer = verbalize(s.label, fmt)
             out.append(
@@ -218,7 +225,7 @@ def train(
 
     from ..models.registry import ADAPTERS
 
-    recipe = recipes()[model_name]
+    recipe = recipes()[base_model(model_name)]
     torch.manual_seed(seed)
     random.seed(seed)
     model, processor = recipe.assemble(True, seed)
