@@ -30,7 +30,7 @@ from .errors import PatchlabError
 from .experiment import Experiment
 from .grounding import grounding
 from .io import read_table, write_json, write_table
-from .lens import clip_critical_layers
+from .lens import clip_critical_depths
 from .report import build_report, plots
 
 
@@ -53,9 +53,7 @@ def _per_clip(exp: Experiment, lens: pd.DataFrame | None, ground: pd.DataFrame |
     if len(per):
         per = per[per.format == (exp.prompt if exp.prompt in set(per.format) else per.format.iloc[0])]
         n_labels = len({s.label for s in load_track(exp.root(track), track)})
-        clips = clip_critical_layers(per, n_labels, exp.lens.alpha, exp.lens.weight)
-        top = max(1, int(per["layer"].max()))
-        out = clips[["sample", "critical_layer"]].assign(critical_depth=clips["critical_layer"] / top)
+        out = clip_critical_depths(per, n_labels, exp.lens.alpha, exp.lens.weight)
     if ground is not None:
         depth = ground.groupby("sample")["delta_audio"].mean().rename("audio_depth")
         first = ground[ground.layer == ground.layer.min()].set_index("sample")

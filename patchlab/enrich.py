@@ -30,6 +30,11 @@ class Enrichment:
     def name(self) -> str:
         return f"{self.early}->{self.deep} c={self.c}"
 
+    def addition(self, early_state: torch.Tensor) -> Addition:
+        """This enrichment as a steering addition of the clip's own earlier state (c = "mean": keep and alpha 1/2)."""
+        mean = self.c == "mean"
+        return Addition(self.deep, 0.5 if mean else float(self.c), early_state, 0.5 if mean else 1.0)
+
 
 def grid(n_layers: int, coefficients: Sequence[float | str] = (0.5, 1.0, "mean"), step: int | None = None) -> list:
     """Early layers from the first third on, deep layers in the last third, every coefficient."""
@@ -46,11 +51,7 @@ def enriched_logits(
     combo a steering addition of the clip's own earlier state (c = "mean": keep and alpha 1/2)."""
     clean = clean_run(lalm, batch).cache
     base = clean.final_logits[0, list(label_ids)]
-    additions = [
-        Addition(c.deep, 0.5 if c.c == "mean" else float(c.c), clean[("resid_pre", c.early)][0, -1],
-                 0.5 if c.c == "mean" else 1.0)
-        for c in combos
-    ]  # fmt: skip
+    additions = [c.addition(clean[("resid_pre", c.early)][0, -1]) for c in combos]
     return base, steered_logits(lalm, batch, additions, label_ids)
 
 

@@ -130,6 +130,16 @@ def clip_critical_layers(
     return pd.DataFrame(rows)
 
 
+def clip_critical_depths(
+    per_sample: pd.DataFrame, n_labels: int, alpha: float = 0.2, weight: str = "excess"
+) -> pd.DataFrame:
+    """Per clip: its critical layer at the final position (`clip_critical_layers`) and that layer as a share of the
+    depth (0 = first layer, 1 = last), so that models or tracks read out at different depths compare."""
+    clips = clip_critical_layers(per_sample, n_labels, alpha, weight)
+    top = max(1, int(per_sample["layer"].max()))
+    return clips[["sample", "critical_layer"]].assign(critical_depth=clips["critical_layer"] / top)
+
+
 def label_critical_layers(
     per_sample: pd.DataFrame, n_labels: int, alpha: float = 0.2, weight: str = "excess", position: str = "final"
 ) -> dict[str, float]:

@@ -14,7 +14,7 @@ from .. import stats
 from ..data import load_track
 from ..errors import PatchlabError
 from ..io import write_table
-from ..lens import clip_critical_layers
+from ..lens import clip_critical_depths
 from ..vocabulary import REGION_NAMES
 from .base import Analysis, Int, Merged, Options
 
@@ -99,8 +99,6 @@ def _per_clip(exp: Experiment, lens: pd.DataFrame, knock: pd.DataFrame, track: s
     if k.empty or per.empty:
         return pd.DataFrame()
     n_labels = len({s.label for s in load_track(exp.root(track), track)})
-    clips = clip_critical_layers(per, n_labels, exp.lens.alpha, exp.lens.weight)
-    top = max(1, int(per["layer"].max()))
-    out = clips[["sample", "critical_layer"]].assign(critical_depth=clips["critical_layer"] / top)
+    out = clip_critical_depths(per, n_labels, exp.lens.alpha, exp.lens.weight)
     loss = k.groupby("sample")["logprob_change"].first().mul(-1).rename("logprob_loss")
     return out.merge(loss.reset_index(), on="sample", how="outer")

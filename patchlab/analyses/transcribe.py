@@ -20,7 +20,7 @@ from ..errors import PatchlabError
 from ..io import write_table
 from ..models.base import HookedLALM, Prompt
 from ..record import clean_run
-from ..steering import Addition, steered_logits
+from ..steering import steered_logits
 from .base import Analysis, Float, Int, Merged, Options, ShardContext
 
 if TYPE_CHECKING:  # a type hint only: the experiment schema is built from this package's registry
@@ -78,10 +78,8 @@ def greedy(lalm: HookedLALM, wave: np.ndarray, instruction: str, max_tokens: int
         if enrichment is None:
             logits = run.cache.final_logits[0]
         else:
-            e = enrichment
-            early = run.cache[("resid_pre", e.early)][0, -1]
-            add = Addition(e.deep, 0.5 if e.c == "mean" else float(e.c), early, 0.5 if e.c == "mean" else 1.0)
-            logits = steered_logits(lalm, batch, [add])[0]
+            early = run.cache[("resid_pre", enrichment.early)][0, -1]
+            logits = steered_logits(lalm, batch, [enrichment.addition(early)])[0]
         if not torch.isfinite(logits).all():
             raise PatchlabError(f"NaN/inf in the logits of {meta.get('id', '?')}", "run in float32 or float64")
         nxt = int(logits.argmax())

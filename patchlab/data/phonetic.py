@@ -24,7 +24,7 @@ import soundfile as sf
 from ..errors import PatchlabError
 from ..io import write_atomic
 from .audio import load_audio
-from .synth import HEADER
+from .synth import HEADER, multiple_choice
 
 TRACK = "Letter"
 KLETTRES = Path("/usr/share/klettres")
@@ -95,9 +95,7 @@ def letter_question(letter: str, rng: np.random.Generator) -> tuple[str, str]:
     foils += list(rng.choice(far, size=3 - len(foils), replace=False))
     options = [letter, *foils]
     rng.shuffle(options)
-    text = " ".join(f"({chr(97 + i)}) {o.upper()}" for i, o in enumerate(options))
-    i = options.index(letter)
-    return f"{rng.choice(QUESTIONS)} {text}", f"({chr(97 + i)}) {letter.upper()}"
+    return multiple_choice(str(rng.choice(QUESTIONS)), options, letter)
 
 
 def build_letter_track(out: str | Path, seed: int = 0, languages: tuple[str, ...] = TEST_LANGUAGES) -> Path:
@@ -128,10 +126,8 @@ def build_letter_track(out: str | Path, seed: int = 0, languages: tuple[str, ...
 
 
 def source_digests(sources: Path) -> set[str]:
-    """The recording digests a SOURCES.tsv names (`sha1:` lists of a training set; the sha1 column of a test track)."""
-    found = set(re.findall(r"sha1:([0-9a-f,]+)", sources.read_text()))
-    digests = {d for group in found for d in group.split(",")}
-    return digests | set(re.findall(r"\t([0-9a-f]{40})$", sources.read_text(), re.M))
+    """The recording digests a training set's SOURCES.tsv names (each clip's `sha1:` list)."""
+    return {d for group in re.findall(r"sha1:([0-9a-f,]+)", sources.read_text()) for d in group.split(",")}
 
 
 def leakage(train: str | Path, test: str | Path) -> dict:

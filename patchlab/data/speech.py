@@ -29,7 +29,7 @@ from ..errors import PatchlabError
 from ..io import write_atomic
 from .phonetic import TRACK as LETTER
 from .phonetic import digest, is_held_out, letter_question, letter_recordings, training_languages
-from .synth import HEADER
+from .synth import HEADER, multiple_choice
 
 RATE = 16000
 LANGUAGES = {  # SAKURA label -> (espeak-ng voice, sentences)
@@ -455,9 +455,7 @@ def _question(track: str, label: str, labels: list[str], rng: np.random.Generato
     foils = [x for x in labels if x != label]
     options = [label, *rng.choice(foils, size=min(3, len(foils)), replace=False)]
     rng.shuffle(options)
-    text = " ".join(f"({chr(97 + i)}) {o[:1].upper() + o[1:]}" for i, o in enumerate(options))
-    i = options.index(label)
-    return f"{rng.choice(QUESTIONS[track])} {text}", f"({chr(97 + i)}) {label[:1].upper() + label[1:]}"
+    return multiple_choice(str(rng.choice(QUESTIONS[track])), options, label)
 
 
 def build_training_set(

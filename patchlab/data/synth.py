@@ -10,6 +10,13 @@ import soundfile as sf
 HEADER = "file,attribute_label,single_instruction,single_answer,multi_instruction,multi_answer"
 
 
+def multiple_choice(stem: str, options: list[str], label: str) -> tuple[str, str]:
+    """A SAKURA-style question, "stem (a) Female (b) Male", and its answer, "(a) Female" (options capitalized)."""
+    shown = [o[:1].upper() + o[1:] for o in options]
+    i = options.index(label)
+    return f"{stem} " + " ".join(f"({chr(97 + k)}) {o}" for k, o in enumerate(shown)), f"({chr(97 + i)}) {shown[i]}"
+
+
 def tone(seconds: float, freq: float = 220.0, rate: int = 16000, seed: int = 0) -> np.ndarray:
     """A voiced-like clip: a harmonic tone at `freq` plus a little noise (seeded)."""
     t = np.arange(int(seconds * rate)) / rate
