@@ -165,6 +165,11 @@ def compare(exp: Experiment, out: Path, runs: dict[str, Path], small: bool) -> d
             table = pd.concat(knock, ignore_index=True)
             write_table(out / "tables" / f"compare_knockout_{track}.csv", table)
         summary["comparison"][track] = comp
+    contrasts = {name: s["contrast"] for name, s in summaries.items() if "contrast" in s}
+    if contrasts:  # each model's two-track contrast (patchlab.analyses.contrast), by model
+        summary["contrast"] = contrasts
+    for name in names:  # each model's own verdicts, decided again in this experiment's one family
+        tested += [(r.get("track", ""), stats.Verdict.from_row(r, f"{name}: ")) for r in summaries[name]["verdicts"]]
     verdicts = stats.decide([v for _, v in tested])
     rows = [{"track": t, **v.as_row()} for (t, _), v in zip(tested, verdicts)]
     table = pd.DataFrame(rows)

@@ -63,6 +63,12 @@ class Verdict:
     def as_row(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_row(cls, row: dict, prefix: str = "") -> Verdict:
+        """The tested hypothesis of a decided row (`as_row`), undecided again: to decide it in a larger family."""
+        keep = ("effect", "ci_lo", "ci_hi", "p", "n", "test", "note", "min_effect", "kind")
+        return cls(prefix + row["hypothesis"], **{k: row[k] for k in keep if k in row})
+
 
 def min_p(n: int, alternative: str = "greater") -> float:
     """The smallest p-value an exact sign-flip test over n clips can give (2^-n one-sided)."""
@@ -304,7 +310,7 @@ def decide(verdicts: list[Verdict], alpha: float = LEVEL, correction: str = "hol
         m, pc = v.min_effect, v.p_corrected
         if v.n < min_n or min_p(v.n) > alpha:
             few = f"n = {v.n} is too few (at least {min_n})"
-            v.verdict, v.note = "inconclusive", f"{few}; {v.note}" if v.note else few
+            v.verdict, v.note = "inconclusive", f"{few}; {v.note}" if v.note and few not in v.note else v.note or few
         elif pc <= alpha and v.ci_lo > m:
             v.verdict = "supported"
         elif v.ci_hi < 0:

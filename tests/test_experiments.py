@@ -21,6 +21,7 @@ from patchlab.experiment import from_dict, load_config
 from patchlab.io import json_safe
 from patchlab.provenance import versions
 from patchlab.runner import finished_tables, run, tables_equal
+from patchlab.stats import holm
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
@@ -290,6 +291,10 @@ def test_models_key_runs_each_model_then_compares_them_paired_by_clip(tiny_dir, 
     hyps = [v["hypothesis"] for v in summary["verdicts"]]
     assert f"Gender: {b_name} keeps the answer in its audio positions deeper than {a_name}" in " ".join(hyps)
     assert all(v["verdict"] == "inconclusive" for v in summary["verdicts"])  # 4 clips: never a verdict
+    own = json.loads((out / "models" / b_name / "summary.json").read_text())["verdicts"]
+    assert own and {f"{b_name}: {v['hypothesis']}" for v in own} <= set(hyps)  # each model's verdicts, named
+    findings = [v for v in summary["verdicts"] if v["kind"] == "finding"]
+    assert [v["p_corrected"] for v in findings] == pytest.approx(list(holm([v["p"] for v in findings])), nan_ok=True)
     assert (out / "report.html").exists() and (out / "plots" / "compare_grounding_Gender.png").exists()
     again = run(from_dict(config, "test"), out, resume=True, progress=False)
     assert json.dumps(json_safe(again["verdicts"])) == json.dumps(json_safe(summary["verdicts"]))  # NaN: not applicable

@@ -147,7 +147,7 @@ def test_built_checkpoint_is_rebuilt_when_the_projector_changes(tmp_path, monkey
     from patchlab.mini import build as mini_build
 
     monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path))  # a build in patchlab's own cache, from before stamps
-    out, projector = tmp_path / "mini", tmp_path / "projector.safetensors"
+    out, projector = tmp_path / mini_build.NAME, tmp_path / "projector.safetensors"
     out.mkdir()
     (out / "model.safetensors").write_bytes(b"weights")
     projector.write_bytes(b"projector A")
@@ -162,6 +162,33 @@ def test_built_checkpoint_is_rebuilt_when_the_projector_changes(tmp_path, monkey
     monkeypatch.setattr(mini_build, "FORMAT", mini_build.FORMAT + 1)
     mini_build.build(out, projector)
     assert len(calls) == 3  # same projector, newer layout: rebuilt
+
+
+def test_build_replaces_only_a_folder_holding_nothing_but_a_build(tmp_path, monkeypatch):
+    """`patchlab mini build --out`: the cache root, a folder of the user's inside the cache, and a stamped build the
+    user added files to are refused and left as they were; a stamped build holding only build files is replaced."""
+    from patchlab.mini import build as mini_build
+
+    monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(mini_build, "assemble", lambda p: (_Saver(), _Saver()))
+    projector = tmp_path / "projector.safetensors"
+    projector.write_bytes(b"projector A")
+    mine = tmp_path / "my-notes"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for out in (tmp_path, mine):
+        with pytest.raises(PatchlabError, match="not a patchlab-mini build"):
+            mini_build.build(out, projector)
+    assert (mine / "notes.txt").read_text() == "mine" and projector.exists()
+    built = mini_build.build(tmp_path / "elsewhere", projector)
+    (built / "notes.txt").write_text("mine")
+    projector.write_bytes(b"projector B")
+    with pytest.raises(PatchlabError, match=r"also holds files a build does not write \(notes.txt\)"):
+        mini_build.build(built, projector)
+    assert (built / "notes.txt").read_text() == "mine" and not list(tmp_path.glob("elsewhere.tmp*"))
+    (built / "notes.txt").unlink()
+    mini_build.build(built, projector)
+    assert (built / "projector.sha256").read_text().startswith(mini_build.hashlib.sha256(b"projector B").hexdigest())
 
 
 class _Saver:

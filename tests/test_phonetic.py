@@ -106,13 +106,23 @@ def test_leakage_finds_a_test_recording_by_content(tmp_path):
 
 
 def test_leakage_refuses_what_it_cannot_check(tmp_path):
-    """A training set whose human clips list no digests, or one without SOURCES.tsv, is refused, not passed."""
+    """A training set whose human clips list no digests (or that lists none at all), one without SOURCES.tsv or with
+    one that is not text, and a test split without a digest per recording are refused, not passed."""
     test = _test_split(tmp_path / "test", ["1" * 40])
     old = _sources(tmp_path / "old", ["abc\thuman /usr/share/klettres/cs/alpha\t{}"])
-    with pytest.raises(PatchlabError, match="without their recordings' digests"):
-        leakage(old, test)
+    empty = _sources(tmp_path / "empty", [])
+    for unchecked in (old, empty):
+        with pytest.raises(PatchlabError, match="lists no recording digests"):
+            leakage(unchecked, test)
     with pytest.raises(PatchlabError, match="SOURCES.tsv not found"):
         leakage(tmp_path / "missing", test)
+    binary = _sources(tmp_path / "binary", [])
+    (binary / "SOURCES.tsv").write_bytes(b"abc\t\xff\xfe sha1:00\n")
+    with pytest.raises(PatchlabError, match="not readable as text"):
+        leakage(binary, test)
+    clean = _sources(tmp_path / "clean", [f"abc\thuman /usr/share/klettres/cs/alpha sha1:{'0' * 40}\t{{}}"])
+    with pytest.raises(PatchlabError, match="does not give a sha1 digest"):
+        leakage(clean, _test_split(tmp_path / "undigested", ["-"]))
 
 
 def test_cli_leakage_exits_nonzero_on_a_leak(tmp_path, capsys):

@@ -366,13 +366,16 @@ def control_rows(summary: dict) -> list[str]:
 
 
 def contrast_rows(summary: dict) -> list[str]:
+    """The two-track contrast per track (one model's run), or per model and track (a cross-model run)."""
     c = summary.get("contrast")
     if not c:
         return []
-    rows = [[t, c[t]["n"], ci(c[t]["logprob_loss"], c[t]["logprob_loss_lo"], c[t]["logprob_loss_hi"], 2),
-             ci(c[t]["critical_depth"], c[t]["critical_depth_lo"], c[t]["critical_depth_hi"], 2)]
-            for t in c["tracks"]]  # fmt: skip
-    head = ["track", "clips", f"log-prob lost, {c['knockout']} [95% CI]", "critical layer / depth [95% CI]"]
+    per_model = {"": c} if "tracks" in c else {f"{m}: ": v for m, v in c.items()}
+    rows = [[f"{m}{t}", v[t]["n"], ci(v[t]["logprob_loss"], v[t]["logprob_loss_lo"], v[t]["logprob_loss_hi"], 2),
+             ci(v[t]["critical_depth"], v[t]["critical_depth_lo"], v[t]["critical_depth_hi"], 2)]
+            for m, v in per_model.items() for t in v["tracks"]]  # fmt: skip
+    window = next(iter(per_model.values()))["knockout"]
+    head = ["track", "clips", f"log-prob lost, {window} [95% CI]", "critical layer / depth [95% CI]"]
     return table(head, rows)
 
 
@@ -420,7 +423,7 @@ def render(done: dict[str, tuple[dict, Path]]) -> str:
             continue
         lines += [counts(summary["verdicts"]), ""] + verdict_rows(summary["verdicts"])
         if "comparison" in summary:
-            lines += comparison_rows(summary)
+            lines += comparison_rows(summary) + contrast_rows(summary)
         elif any("heads" in t for t in summary["tracks"].values()):
             lines += ["Top heads per track (drops of the answer's logit difference, means over the held-out clips):",
                       ""] + heads_rows(summary)  # fmt: skip

@@ -125,29 +125,41 @@ def build_letter_track(out: str | Path, seed: int = 0, languages: tuple[str, ...
     return out
 
 
-def source_digests(sources: Path) -> set[str]:
-    """The recording digests a training set's SOURCES.tsv names (each clip's `sha1:` list)."""
-    return {d for group in re.findall(r"sha1:([0-9a-f,]+)", sources.read_text()) for d in group.split(",")}
+def source_digests(text: str) -> set[str]:
+    """The recording digests a training set's SOURCES.tsv text names (each clip's `sha1:` list)."""
+    return {d for group in re.findall(r"sha1:([0-9a-f,]+)", text) for d in group.split(",")}
+
+
+def _read(path: Path, fix: str) -> str:
+    """A SOURCES.tsv's text; a missing or unreadable (not UTF-8 text) file is refused with its fix."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PatchlabError(f"{path} not found or not readable as text ({e.__class__.__name__})", fix) from e
 
 
 def leakage(train: str | Path, test: str | Path) -> dict:
     """How many test recordings a training set was made from (by content digest), and how many of its human clips
-    name a held-out folder. A training set whose human clips list no digests (built before digests were recorded)
-    is refused: nothing could be checked."""
+    name a held-out folder. A training set whose human clips list no digests (built before digests were recorded),
+    or a test split whose rows lack theirs, is refused: nothing could be checked."""
     train_sources, test_sources = Path(train) / "SOURCES.tsv", Path(test) / TRACK / "SOURCES.tsv"
-    fixes = {train_sources: "rebuild it with `patchlab mini data`", test_sources: "build it: `patchlab mini phonetic`"}
-    for path, fix in fixes.items():
-        if not path.is_file():
-            raise PatchlabError(f"{path} not found", fix)
-    lines = train_sources.read_text().splitlines()
+    text = _read(train_sources, "rebuild it with `patchlab mini data`")
+    test_rows = [line.split("\t") for line in _read(test_sources, "build it: `patchlab mini phonetic`").splitlines()]
+    lines = text.splitlines()
     human = [line for line in lines if "\thuman " in line or "\tklettres " in line]
-    if any("sha1:" not in line for line in human):
+    digests = source_digests(text)
+    if not digests or any("sha1:" not in line for line in human):
         raise PatchlabError(
-            f"{train_sources} lists human clips without their recordings' digests",
+            f"{train_sources} lists no recording digests for its human clips: nothing could be checked",
             "rebuild it with `patchlab mini data`",
         )
-    test_digests = {line.split("\t")[-1] for line in test_sources.read_text().splitlines()[1:]}
-    shared = test_digests & source_digests(train_sources)
+    test_digests = {row[-1] for row in test_rows[1:]}
+    if not test_rows[1:] or not all(re.fullmatch(r"[0-9a-f]{40}", d) for d in test_digests):
+        raise PatchlabError(
+            f"{test_sources} does not give a sha1 digest for each test recording",
+            "build it again: `patchlab mini phonetic`",
+        )
+    shared = test_digests & digests
     folders = [str(f) for f in held_out()]
     named = [line for line in human if any(f" {folder}/" in line or f" {folder} " in line for folder in folders)]
     return dict(

@@ -111,7 +111,8 @@ def load_track(
         known = tracks(root)
         raise PatchlabError(
             f"track {track!r} not found under {root} (no {meta})",
-            f"use one of: {', '.join(known)}" if known else f"point --data at a SAKURA-format directory, not {root}",
+            (f"use one of its tracks ({', '.join(known)}), or " if known else "")
+            + f"give the folder holding {track}/metadata.csv as --data (in a config: `data`, or `track_data` for it)",
         )
     rows = _read_rows(meta)
     out = []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import PatchlabError
 from .parts import cache_dir, convert_parts
 
 PROJECTOR = Path(__file__).with_name("projector.safetensors")
@@ -77,16 +78,15 @@ def build(out: Path | None = None, projector: Path | None = None, force: bool = 
 
 def write_build(name: str, out: Path | None, weights: Path, fmt: int, force: bool, assemble_from) -> Path:
     """Write `assemble_from(weights)`'s model and processor to `out` (default cache_dir()/name) unless a build from
-    the same weights file and format is there; a folder holding anything else is refused, never overwritten."""
+    the same weights file and format is there. A folder is replaced only when it is a build (stamped, or a small
+    model's folder in patchlab's cache) holding nothing a build does not write; anything else is refused."""
     out = Path(out or cache_dir() / name)
     digest = f"{hashlib.sha256(weights.read_bytes()).hexdigest()} format {fmt}"
     stamp = out / "projector.sha256"
     if (out / "model.safetensors").exists() and not force and stamp.exists() and stamp.read_text() == digest:
         return out
-    ours = stamp.exists() or out.resolve().is_relative_to(cache_dir().resolve())  # a build, or patchlab's cache
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not ours):
-        from ..errors import PatchlabError
-
+    cached = out.resolve().parent == cache_dir().resolve() and out.name.startswith(name)  # a build of it or a revision
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (stamp.is_file() or cached)):
         raise PatchlabError(
             f"{out} holds files that are not a {name} build (no projector.sha256 stamp)",
             "pass a new or empty folder as --out: patchlab replaces only checkpoints it built",
@@ -100,10 +100,22 @@ def write_build(name: str, out: Path | None, weights: Path, fmt: int, force: boo
     if (out / "model.safetensors").exists() and stamp.exists() and stamp.read_text() == digest and not force:
         shutil.rmtree(tmp)  # another process placed the same build meanwhile
         return out
-    if out.exists():  # an older build of ours (checked above): replaced
-        shutil.rmtree(out, ignore_errors=True)
+    if out.exists():
+        foreign = [] if cached else not_written_by_build(out, tmp)
+        if foreign:
+            shutil.rmtree(tmp)
+            raise PatchlabError(
+                f"{out} is a {name} build that also holds files a build does not write ({', '.join(foreign[:3])})",
+                "move those files out of it, or pass a new or empty folder as --out",
+            )
+        shutil.rmtree(out, ignore_errors=True)  # an older build, nothing else in it (checked above): replaced
     try:
         tmp.rename(out)
     except OSError:  # placed by another process between the check and the rename
         shutil.rmtree(tmp)
     return out
+
+
+def not_written_by_build(out: Path, build: Path) -> list[str]:
+    """Paths under `out` (relative, sorted) that a fresh build in `build` does not have: the user's files."""
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if not (build / p.relative_to(out)).exists())
