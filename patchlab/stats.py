@@ -310,7 +310,9 @@ def decide(verdicts: list[Verdict], alpha: float = LEVEL, correction: str = "hol
         m, pc = v.min_effect, v.p_corrected
         if v.n < min_n or min_p(v.n) > alpha:
             few = f"n = {v.n} is too few (at least {min_n})"
-            v.verdict, v.note = "inconclusive", f"{few}; {v.note}" if v.note and few not in v.note else v.note or few
+            if few not in v.note:  # a row decided before (`Verdict.from_row`) already says so
+                v.note = f"{few}; {v.note}" if v.note else few
+            v.verdict = "inconclusive"
         elif pc <= alpha and v.ci_lo > m:
             v.verdict = "supported"
         elif v.ci_hi < 0:
