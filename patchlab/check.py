@@ -15,6 +15,7 @@ import torch
 
 from .corrupt import Pair, audio_embedding_noise, decoder_inputs
 from .data import tone
+from .errors import PatchlabError
 from .hooks import hooked
 from .models.base import Batch, HookedLALM, Prompt
 from .patching import PatchSpec, patch, region_specs
@@ -37,8 +38,6 @@ class Check:
 
 def _clip(lalm: HookedLALM, seconds: float, freq: float = 220.0, seed: int = 0) -> Batch:
     """A synthetic clip through the family's real processor, or its random-feature inputs where that cannot run."""
-    from .errors import PatchlabError
-
     try:
         return lalm.prepare(tone(seconds, freq, lalm.sampling_rate, seed), lalm.sampling_rate, PROMPT, id=f"{seconds}s")
     except PatchlabError:

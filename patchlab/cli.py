@@ -196,9 +196,8 @@ def cmd_mini(args: argparse.Namespace) -> None:
         claim(args.out, "mini train")
         from .mini.train import recipes
 
-        log = train(
-            args.data, args.out, args.steps, args.batch_size, args.lr, args.seed, args.limit, args.device, args.model
-        )
+        settings = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit)
+        log = train(args.data, args.out, **settings, device=args.device, model_name=args.model, init=args.init)
         tail = log["losses"][-20:]
         print(f"loss {log['losses'][0]:.3f} -> {sum(tail) / len(tail):.3f} (mean of the last {len(tail)} steps)")
         print(f"connector -> {Path(args.out) / recipes()[base_model(args.model)].weights}")
@@ -608,6 +607,9 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="seed of batches and initialization (default: %(default)s)")
     q.add_argument("--limit", type=positive_int, default=None, help="N clips per track: a stratified random sample")
     q.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    q.add_argument(
+        "--init", default=None, help="start from these trained connector weights (extend a model with one more task)"
+    )
     q = msub.add_parser("build", help="assemble the checkpoint directory from the parts and a trained connector")
     q.add_argument("--model", default="patchlab-mini", choices=SMALL_MODELS, help="which (default: %(default)s)")
     q.add_argument("--out", default=None, help="default ~/.cache/patchlab/<model>")

@@ -134,7 +134,9 @@ def test_blocked_variant_on_a_tiny_model_is_exact_through_every_engine_path(tiny
 def test_the_no_audio_control_sees_nothing_change_on_the_deaf_variant(sakura, tmp_path):
     """deaf: the answer with silence or noise in place of the audio is the answer with the audio, at every layer
     (the control's rows equal bit for bit); the model as trained answers differently once its audio is gone."""
-    config = dict(name="t", data=str(sakura), analyses=["control"], limit=2, dtype="float64")
+    config = dict(
+        name="t", data=str(sakura), tracks=["Gender", "Emotion"], analyses=["control"], limit=2, dtype="float64"
+    )
     tables = {}
     for variant in ("deaf", None):
         out = tmp_path / str(variant)

@@ -199,30 +199,54 @@ class _Saver:
 
 @needs_parts
 def test_short_training_lowers_the_loss(sakura, tmp_path):
-    """A few full-batch steps on a few clips lower the answer loss (SAKURA clips stand in for training audio here)."""
+    """Three full-batch steps on a few clips lower the answer loss (SAKURA clips stand in for training audio here;
+    measured: 4.72, 3.38, 2.67)."""
     from patchlab.mini.train import train
 
-    log = train(sakura, tmp_path, steps=6, batch_size=12, lr=3e-3, seed=0, limit=1)
+    log = train(sakura, tmp_path, steps=3, batch_size=12, lr=3e-3, seed=0, limit=1)
     assert log["examples"] == 4 * 3  # 1 clip x 4 tracks x 3 formats: every step sees all of them
-    assert np.mean(log["losses"][-2:]) < np.mean(log["losses"][:2]) - 0.3
+    assert log["losses"][2] < log["losses"][1] < log["losses"][0] - 0.5
     assert (tmp_path / "projector.safetensors").exists()
+
+
+def test_training_starts_from_a_trained_connector_only_if_it_fits(tmp_path):
+    """`mini train --init` loads trained weights exactly, and refuses a file that is not this connector's weights
+    (other tensors, other shapes, not safetensors), naming it, before any clip is encoded."""
+    from safetensors.torch import save_file
+
+    from patchlab.mini.train import load_connector, recipes
+
+    recipe = recipes()["patchlab-mini"]
+    trained, fresh = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    save_file(trained.state_dict(), tmp_path / "ok.safetensors")
+    load_connector(fresh, tmp_path / "ok.safetensors", recipe)
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.state_dict().values()))
+    save_file(torch.nn.Linear(4, 5).state_dict(), tmp_path / "shape.safetensors")
+    save_file({"other.weight": torch.zeros(3, 4)}, tmp_path / "names.safetensors")
+    (tmp_path / "text.safetensors").write_text("not weights")
+    for bad, why in [("shape", "differs at"), ("names", "differs at"), ("text", "not readable"), ("absent", "not")]:
+        with pytest.raises(PatchlabError, match=why) as e:
+            load_connector(fresh, tmp_path / f"{bad}.safetensors", recipe)
+        assert f"{bad}.safetensors" in str(e.value) and "projector.safetensors" in e.value.fix
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.state_dict().values()))
 
 
 @needs_parts
 def test_committed_projector_mini_hears_gender_and_language(sakura):
     """The real patchlab-mini (committed projector) answers SAKURA's gender and language questions well above chance.
 
-    On balanced subsets the committed projector gets 80.0% gender (40 clips, chance 50%) and 81.2% language (32
-    clips, chance 25%); all clips: 80.0% and 82.4% (MODEL_CARD.md). A projector that ignored the audio would sit
-    at chance; the thresholds leave room for a clip or two of CPU float drift.
+    On these balanced subsets the committed projector gets 19 of 24 gender clips (chance 50%) and 14 of 16 language
+    clips (chance 25%); all clips: 80.0% and 82.4% (MODEL_CARD.md). A projector that ignored the audio would sit at
+    chance (at least 17 of 24 by chance: p = 0.03; 11 of 16: p < 0.001); the bars leave two and three clips for CPU
+    float drift.
     """
     from patchlab.answer import single_hop_accuracy
 
     lalm = patchlab.load("patchlab-mini")
     assert not lalm.is_random and lalm.family == "patchlab_mini"
-    gender = single_hop_accuracy(lalm, sakura, ["Gender"], limit=40)
-    language = single_hop_accuracy(lalm, sakura, ["Language"], limit=32)
-    assert gender["correct"].mean() >= 0.75 and language["correct"].mean() >= 0.75
+    gender = single_hop_accuracy(lalm, sakura, ["Gender"], limit=24)
+    language = single_hop_accuracy(lalm, sakura, ["Language"], limit=16)
+    assert gender["correct"].sum() >= 17 and language["correct"].sum() >= 11
 
 
 @pytest.mark.parametrize("peer", ["transformer_lens", "nnsight"])

@@ -32,7 +32,7 @@ def _tool():
     return results
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session, not module: a worker running other tests between these keeps it
 def recomputed(sakura, tmp_path_factory) -> dict:
     return _tool().recompute_all(tmp_path_factory.mktemp("kept"))
 

@@ -5,11 +5,14 @@ numbers (every number of every config's tracks, comparison and verdicts) are com
 the largest relative difference, how many differ at all, and whether all are within the test's 1e-9. `make
 cpu-matrix` runs it; CI reruns one config with everything reduced (tests/test_reproducibility.py).
 
-    python tools/cpu_matrix.py [config ...]
+    python tools/cpu_matrix.py [--variant NAME ...] [config ...]
+
+`--variant` (repeatable) runs only the variants whose name contains NAME (`--variant avx2 --variant THREADS=1`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -85,12 +88,15 @@ def tolerance(name: str) -> float:
     return max(1e-9, ref.get("tolerance", {}).get("relative", 1e-9))
 
 
-def main(names: list[str]) -> int:
+def main(names: list[str], only: list[str] | None = None) -> int:
     names = names or sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+    chosen = [(n, env) for n, env in variants() if not only or any(o in n for o in only)]
+    if not chosen:
+        sys.exit(f"no variant matches {only}; the variants here: {', '.join(n for n, _ in variants())}")
     print(f"torch's CPU capability here: {torch.backends.cpu.get_cpu_capability()}; numpy dispatch: {numpy_dispatch()}")
     print(f"configs: {', '.join(names)}")
     failed = 0
-    for name, env in variants():
+    for name, env in chosen:
         t0 = time.time()
         with tempfile.TemporaryDirectory() as tmp:
             res = subprocess.run([sys.executable, str(ROOT / "tools" / "references.py"), "--into", tmp, *names],
@@ -110,4 +116,8 @@ def main(names: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", action="append", default=None, help="only variants whose name contains this")
+    parser.add_argument("configs", nargs="*", help="experiment names (default: every config)")
+    args = parser.parse_args()
+    sys.exit(main(args.configs, args.variant))

@@ -115,8 +115,10 @@ NOTES: dict[str, str] = {
         "read out at an earlier share of the depth, so the 'querying the audio directly' pattern holds for a "
         "phonetic attribute, but weaker and earlier. Caveats: one small model whose SAKURA gender fell (its card), "
         "independent clips rather than the same speakers, and a log-probability loss that also depends on how sure "
-        "each clean answer is. Whether a model with a transcript answers letters from it awaits a retrained "
-        "patchlab-mini-qformer."
+        "each clean answer is. Whether a model with a transcript answers letters from it is what "
+        "experiments/phonetic_models.yaml asks of patchlab-mini-qformer-phonetic (committed, Letter 39.4%; pinned "
+        "at CI size, not yet run at full size); Whisper's transcription of a letter's name is rarely the letter "
+        "(65 of 632 training clips)."
     ),
     "steering_label": (
         "A label's direction does carry the label: added at the final position it promotes each held-out clip's "

@@ -4,7 +4,7 @@ of it, and the layer where it forms, against the same clips with their real audi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -17,11 +17,8 @@ from ..errors import PatchlabError
 from ..io import write_table
 from ..lens import lens_logits
 from ..report import plots
-from .base import Analysis, Merged, Options, ShardContext
-from .lens import check_tuned, reader, tuned_inputs
-
-if TYPE_CHECKING:  # a type hint only: the experiment schema is built from this package's registry
-    from ..experiment import Experiment
+from .base import Merged, Options, ShardContext
+from .lens import LensReading, reader
 
 REPLACEMENTS = ("silence", "noise")
 
@@ -49,16 +46,9 @@ def answer_layer(p: np.ndarray) -> int:
     return int(len(later) - np.argmin(later[::-1])) if not later.all() else 0
 
 
-class Control(Analysis):
+class Control(LensReading):
     name = "control"
     Options = ControlOptions
-
-    def check(self, exp: Experiment) -> None:
-        if exp.lens.kind == "tuned":
-            check_tuned(exp)
-
-    def inputs(self, exp: Experiment) -> dict[str, str]:
-        return tuned_inputs(exp) if exp.lens.kind == "tuned" else {}
 
     def shard(self, ctx: ShardContext) -> dict[str, pd.DataFrame]:
         """Per clip and condition (the real audio, each replacement) and layer: the final position's label-set

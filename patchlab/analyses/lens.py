@@ -63,10 +63,9 @@ def reader(ctx: ShardContext) -> Translators | None:
     return translators_for(ctx.lalm, exp.model, exp.lens.translators) if exp.lens.kind == "tuned" else None
 
 
-class Lens(Analysis):
-    name = "lens"
-    Options = LensOptions
-    clips = ("lens",)
+class LensReading(Analysis):
+    """An analysis that reads layers through the experiment's lens: with the tuned lens, its translators must exist,
+    be held out from the clips, and enter the run's identity."""
 
     def check(self, exp: Experiment) -> None:
         if exp.lens.kind == "tuned":
@@ -74,6 +73,12 @@ class Lens(Analysis):
 
     def inputs(self, exp: Experiment) -> dict[str, str]:
         return tuned_inputs(exp) if exp.lens.kind == "tuned" else {}
+
+
+class Lens(LensReading):
+    name = "lens"
+    Options = LensOptions
+    clips = ("lens",)
 
     def shard(self, ctx: ShardContext) -> dict[str, pd.DataFrame]:
         if not ctx.samples:

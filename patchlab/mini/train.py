@@ -8,6 +8,7 @@ text in their language as transcription (see `qformer_build.language_texts`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from ..data import build_prompt, load_track, tracks, verbalize
 from ..data.phonetic import TRACK as LETTER
 from ..data.phonetic import WRITE
 from ..data.sakura import Sample
+from ..errors import PatchlabError
 from ..io import write_json
 from ..models.base import Prompt
 from . import base_model
@@ -176,6 +178,25 @@ def recipes() -> dict[str, Recipe]:
     }
 
 
+def load_connector(connector: torch.nn.Module, path: str | Path, recipe: Recipe) -> None:
+    """Start from trained weights: `path` must hold exactly this connector's tensors, in their shapes; checked
+    before any clip is encoded."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    fix = f"pass a {recipe.weights} written by `patchlab mini train` for this model"
+    try:
+        state = load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise PatchlabError(f"--init {path} is not readable safetensors ({e})", fix) from None
+    expected = {k: tuple(v.shape) for k, v in connector.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        differ = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
+        raise PatchlabError(f"--init {path} is not this model's connector (it differs at {differ[:3]})", fix)
+    connector.load_state_dict({k: v.float() for k, v in state.items()})
+
+
 def answer_loss(model, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on the answer tokens only (the head runs only where a label is)."""
     hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
@@ -219,8 +240,10 @@ def train(
     limit: int | None = None,
     device: str = "cpu",
     model_name: str = "patchlab-mini",
+    init: str | Path | None = None,
 ) -> dict:
-    """Train the connector; writes out/<weights>.safetensors and out/train.json (loss curve, settings)."""
+    """Train the connector, from random weights or from `init` (trained weights of the same connector, to extend it
+    with one more task); writes out/<weights>.safetensors and out/train.json (loss curve, settings)."""
     from safetensors.torch import save_file
 
     from ..models.registry import ADAPTERS
@@ -233,6 +256,8 @@ def train(
     for p in model.parameters():
         p.requires_grad_(False)
     connector = recipe.connector(model)
+    if init:
+        load_connector(connector, init, recipe)
     for p in connector.parameters():
         p.requires_grad_(True)
     samples = [s for t in tracks(data) for s in load_track(data, t, limit=limit)]
@@ -284,6 +309,7 @@ def train(
         lr=lr,
         seed=seed,
         attribute_weight=recipe.attribute_weight,
+        init=dict(path=str(init), sha256=hashlib.sha256(Path(init).read_bytes()).hexdigest()) if init else None,
         clips=len(kept),
         **notes,
         examples=len(pool),
